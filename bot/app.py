@@ -1,0 +1,132 @@
+"""The composition root: database, catalogues, networks, worker; start and stop them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from bot.config import Settings
+from bot.delivery import DeliveryWorker
+from bot.i18n import Catalogues
+from bot.language import UndeterminedDetector
+from bot.pacing import TELEGRAM_RATES, Pacer
+from bot.scheduler import TaskScheduler
+from handlers import router, submission
+from handlers.context import Context, Network, Policy, Room
+from handlers.events import Event
+from handlers.ports import SystemClock
+from storage.db import Database
+from storage.repositories import Repositories
+
+log = logging.getLogger(__name__)
+
+
+def build_networks(settings: Settings) -> dict[str, Network]:
+    networks: dict[str, Network] = {}
+    if settings.telegram is not None:
+        from bot.transports.telegram import TelegramTransport
+
+        networks["telegram"] = TelegramTransport(settings.telegram)
+    return networks
+
+
+def moderation_rooms(settings: Settings) -> tuple[Room, ...]:
+    rooms = []
+    if settings.telegram is not None:
+        rooms.append(Room("telegram", settings.telegram.moderation_chat))
+    return tuple(rooms)
+
+
+@dataclass
+class Relay:
+    """The running bot; `start()` and `stop()` are what tests drive, `run()` what `python -m bot` does."""
+
+    settings: Settings
+    networks: dict[str, Network] = field(default_factory=dict)
+    db: Database | None = None
+    ctx: Context | None = None
+    worker: DeliveryWorker | None = None
+    scheduler: TaskScheduler = field(default_factory=TaskScheduler)
+    _worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.db = await Database.open(settings.database)
+        self.networks = self.networks or build_networks(settings)
+        self.ctx = Context(
+            policy=Policy(
+                default_language=settings.default_language,
+                moderation_rooms=moderation_rooms(settings),
+                letter_join_seconds=settings.letter_join_seconds,
+                translation_wait=settings.translation_wait,
+            ),
+            repos=Repositories.over(self.db),
+            networks=self.networks,
+            texts=Catalogues.load(settings.locales_dir, settings.default_language),
+            clock=SystemClock(),
+            scheduler=self.scheduler,
+            detector=UndeterminedDetector(),
+            translator=None,
+        )
+        self.worker = DeliveryWorker(self.ctx, {"telegram": Pacer(TELEGRAM_RATES)})
+        self.ctx.wake_delivery = self.worker.wake
+        for name, network in self.networks.items():
+            log.info("starting %s", name)
+            await network.start(self.dispatch)
+        await submission.announce_leftovers(self.ctx)
+        self._worker_task = asyncio.create_task(self.worker.run())
+
+    async def dispatch(self, event: Event) -> None:
+        assert self.ctx is not None
+        await router.dispatch(event, self.ctx)
+
+    async def stop(self) -> None:
+        """Stop taking updates first, then let in-flight sends finish briefly, then close the database."""
+        for name, network in self.networks.items():
+            with contextlib.suppress(Exception):
+                await network.stop()
+            log.info("stopped %s", name)
+        if self.worker is not None:
+            await self.worker.stop()
+        if self._worker_task is not None:
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+        await self.scheduler.cancel_all()
+        if self.db is not None:
+            await self.db.close()
+
+
+async def run(settings: Settings) -> int:
+    relay = Relay(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await relay.start()
+        log.info("Solidarity Relay is running")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await relay.stop()
+    return 0
+
+
+async def check(settings: Settings) -> int:
+    """`--check`: reach every configured network and report one line per problem."""
+    problems: list[str] = []
+    networks = build_networks(settings)
+    telegram = networks.get("telegram")
+    if telegram is not None and settings.telegram is not None:
+        await telegram.application.initialize()  # type: ignore[attr-defined]
+        try:
+            problems += await telegram.check(settings.telegram.moderation_chat)  # type: ignore[attr-defined]
+        finally:
+            await telegram.application.shutdown()  # type: ignore[attr-defined]
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("configuration OK: " + ", ".join(sorted(networks)) + " reachable")
+    return 1 if problems else 0

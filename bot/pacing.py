@@ -1,0 +1,54 @@
+"""Even spacing of sends: a global rate per platform and a minimum interval per destination chat.
+
+Reserving the next free slot (instead of reacting to 429s) keeps a broadcast under the platform's limits
+without ever pausing unrelated destinations; a `retry_after` pushes back only the chat that got it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rates:
+    per_second: float  # all destinations together
+    private_interval: float  # seconds between two messages into one private chat
+    group_interval: float
+    channel_interval: float
+
+    def interval(self, kind: str) -> float:
+        return {"private": self.private_interval, "channel": self.channel_interval}.get(kind, self.group_interval)
+
+
+# Telegram's documented limits: ~30 messages/s overall, ~1/s into one chat, 20/min into one group or channel.
+TELEGRAM_RATES = Rates(per_second=28.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+
+
+class Pacer:
+    def __init__(self, rates: Rates, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rates = rates
+        self.clock = clock
+        self._next_global = 0.0
+        self._next_for_chat: dict[str, float] = {}
+
+    async def acquire(self, chat_id: str, kind: str) -> None:
+        """Wait for this chat's next slot, which is also a free global slot."""
+        now = self.clock()
+        slot = max(now, self._next_global, self._next_for_chat.get(chat_id, 0.0))
+        self._next_global = slot + 1.0 / self.rates.per_second
+        self._next_for_chat[chat_id] = slot + self.rates.interval(kind)
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def pause(self, chat_id: str, seconds: float) -> None:
+        """The platform asked this chat to wait."""
+        until = self.clock() + seconds
+        self._next_for_chat[chat_id] = max(self._next_for_chat.get(chat_id, 0.0), until)
+
+    def forget_idle(self) -> None:
+        """Drop chats whose slot is in the past, so the table does not grow with every chat ever served."""
+        now = self.clock()
+        self._next_for_chat = {chat: slot for chat, slot in self._next_for_chat.items() if slot > now}

@@ -1,0 +1,311 @@
+"""Telegram through python-telegram-bot: updates become neutral events, neutral replies become Bot API calls.
+
+The Application is started by hand (initialize / start / updater.start_polling) rather than with run_polling,
+so other transports and the delivery worker share the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from telegram import (
+    CallbackQuery,
+    ChatMember,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
+from telegram import (
+    Chat as TgChat,
+)
+from telegram.constants import ChatMemberStatus, ChatType, ParseMode
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from bot.config import TelegramSettings
+from bot.markup import render_telegram_html
+from handlers.events import (
+    ActionPressed,
+    ChatKind,
+    ChatRef,
+    Event,
+    IncomingMessage,
+    MembershipChanged,
+    OutgoingMessage,
+    RemoteRef,
+    Role,
+    UserRef,
+)
+from handlers.ports import DeliveryError, Dispatch
+from handlers.text import utf16_len
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+MAX_TEXT = 4096
+POLL_TIMEOUT = timedelta(seconds=25)
+
+_KINDS = {
+    ChatType.PRIVATE: ChatKind.PRIVATE,
+    ChatType.GROUP: ChatKind.GROUP,
+    ChatType.SUPERGROUP: ChatKind.GROUP,
+    ChatType.CHANNEL: ChatKind.CHANNEL,
+}
+
+
+class TelegramTransport:
+    platform = PLATFORM
+    command_prefix = "/"
+    max_text_length = MAX_TEXT
+
+    def __init__(self, settings: TelegramSettings, connection_pool_size: int = 64) -> None:
+        self.settings = settings
+        self.application: Application = (
+            ApplicationBuilder()
+            .token(settings.token)
+            .base_url(f"{settings.api_url}/bot")
+            .base_file_url(f"{settings.api_url}/file/bot")
+            .connection_pool_size(connection_pool_size)
+            .pool_timeout(30)
+            .build()
+        )
+        self._dispatch: Dispatch | None = None
+        self._bot_id: int | None = None
+
+    @property
+    def bot(self):
+        return self.application.bot
+
+    def text_length(self, text: str) -> int:
+        return utf16_len(text)
+
+    async def start(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+        self.application.add_handler(TypeHandler(Update, self._on_update))
+        await self._initialize()
+        self._bot_id = self.bot.id
+        await self.application.start()
+        assert self.application.updater is not None
+        await self.application.updater.start_polling(
+            timeout=POLL_TIMEOUT, bootstrap_retries=-1, error_callback=self._polling_error
+        )
+        log.info("telegram: polling as @%s", self.bot.username)
+
+    async def _initialize(self) -> None:
+        """getMe until it answers: a Bot API that is down at start-up is waited for, not fatal."""
+        delay = 1.0
+        while True:
+            try:
+                await self.application.initialize()
+                return
+            except (NetworkError, TimedOut) as error:
+                log.warning("telegram: Bot API not reachable (%s); retrying in %.0f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+
+    @staticmethod
+    def _polling_error(error: TelegramError) -> None:
+        log.warning("telegram: polling failed, retrying: %s", error)
+
+    async def stop(self) -> None:
+        updater = self.application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self.application.running:
+            await self.application.stop()
+        await self.application.shutdown()
+
+    async def send(self, message: OutgoingMessage) -> RemoteRef:
+        try:
+            sent = await self.bot.send_message(
+                chat_id=_chat_id(message.chat_id),
+                text=render_telegram_html(message.title, message.text, message.footer),
+                parse_mode=ParseMode.HTML,
+                reply_markup=_keyboard(message),
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+                disable_notification=message.silent,
+            )
+        except TelegramError as error:
+            raise normalise(error) from error
+        return RemoteRef(PLATFORM, str(sent.chat_id), str(sent.message_id))
+
+    async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        try:
+            await self.bot.edit_message_text(
+                chat_id=_chat_id(ref.chat_id),
+                message_id=int(ref.message_id),
+                text=render_telegram_html(message.title, message.text, message.footer),
+                parse_mode=ParseMode.HTML,
+                reply_markup=_keyboard(message),
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+        except BadRequest as error:
+            if "not modified" in error.message.lower():
+                return  # already shows this: the goal is reached
+            raise normalise(error) from error
+        except TelegramError as error:
+            raise normalise(error) from error
+
+    async def role_of(self, chat_id: str, user_id: str) -> Role:
+        try:
+            member = await self.bot.get_chat_member(_chat_id(chat_id), int(user_id))
+        except TelegramError as error:
+            log.info("telegram: member %s of %s unknown: %s", user_id, chat_id, error)
+            return Role.OUTSIDER
+        return _role(member)
+
+    async def resolve_chat(self, reference: str) -> ChatRef | None:
+        try:
+            chat = await self.bot.get_chat(_chat_id(reference))
+        except TelegramError as error:
+            log.info("telegram: chat %s not found: %s", reference, error)
+            return None
+        return _chat_ref(chat)
+
+    async def can_post(self, chat_id: str) -> bool:
+        try:
+            member = await self.bot.get_chat_member(_chat_id(chat_id), self.bot.id)
+        except TelegramError:
+            return False
+        if member.status == ChatMemberStatus.OWNER:
+            return True
+        if member.status == ChatMemberStatus.ADMINISTRATOR:
+            return member.can_post_messages is not False
+        if member.status == ChatMemberStatus.MEMBER:
+            return True
+        return member.status == ChatMemberStatus.RESTRICTED and bool(member.can_send_messages)
+
+    async def answer_press(self, token: str | None, text: str) -> None:
+        if token is None:
+            return
+        try:
+            await self.bot.answer_callback_query(token, text=text[:200])
+        except TelegramError as error:
+            log.info("telegram: callback answer failed: %s", error)
+
+    async def check(self, moderation_chat: str) -> list[str]:
+        """Problems that would stop the bot from working, as lines for `--check`."""
+        problems = []
+        try:
+            me = await self.bot.get_me()
+        except TelegramError as error:
+            return [f"TELEGRAM_TOKEN / TELEGRAM_API_URL: getMe failed: {error}"]
+        log.info("telegram: token belongs to @%s", me.username)
+        if await self.resolve_chat(moderation_chat) is None:
+            problems.append(f"TELEGRAM_MODERATION_CHAT: chat {moderation_chat} not found (is the bot a member?)")
+        elif not await self.can_post(moderation_chat):
+            problems.append(f"TELEGRAM_MODERATION_CHAT: the bot can't post in chat {moderation_chat}")
+        return problems
+
+    async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        event = to_event(update)
+        if event is not None and self._dispatch is not None:
+            await self._dispatch(event)
+
+
+def _chat_id(chat_id: str) -> int | str:
+    return int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
+
+
+def _keyboard(message: OutgoingMessage) -> InlineKeyboardMarkup | None:
+    if not message.actions:
+        return None
+    buttons = [InlineKeyboardButton(action.label, callback_data=action.data) for action in message.actions]
+    return InlineKeyboardMarkup([buttons])
+
+
+def _role(member: ChatMember) -> Role:
+    if member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR):
+        return Role.ADMIN
+    if member.status == ChatMemberStatus.MEMBER:
+        return Role.MEMBER
+    if member.status == ChatMemberStatus.RESTRICTED and getattr(member, "is_member", False):
+        return Role.MEMBER
+    return Role.OUTSIDER
+
+
+def normalise(error: TelegramError) -> DeliveryError:
+    """PTB's exceptions → DeliveryError, so only the delivery worker decides about retries."""
+    if isinstance(error, RetryAfter):
+        retry_after = error.retry_after
+        seconds = retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
+        return DeliveryError(f"rate limited for {seconds:g} s", retryable=True, retry_after=seconds)
+    if isinstance(error, ChatMigrated):
+        return DeliveryError("group became a supergroup", retryable=True, moved_to=str(error.new_chat_id))
+    if isinstance(error, Forbidden):
+        return DeliveryError(_reason(error), retryable=False, gone=True)
+    if isinstance(error, BadRequest):
+        gone = "chat not found" in error.message.lower() or "deactivated" in error.message.lower()
+        return DeliveryError(_reason(error), retryable=False, gone=gone)
+    # NetworkError, TimedOut, 5xx (PTB raises NetworkError for those), anything else: try again later.
+    return DeliveryError(_reason(error), retryable=True)
+
+
+def _reason(error: TelegramError) -> str:
+    return error.message.removeprefix("Forbidden: ").removeprefix("Bad Request: ")
+
+
+def to_event(update: Update) -> Event | None:
+    if update.callback_query is not None:
+        return _press(update.callback_query)
+    if update.my_chat_member is not None:
+        change = update.my_chat_member
+        status = change.new_chat_member.status
+        active = status not in (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED)
+        return MembershipChanged(_chat_ref(change.chat), active, "bot was removed" if not active else "")
+    message = update.message or update.channel_post
+    if message is None:
+        return None
+    return _incoming(update.update_id, message)
+
+
+def _incoming(update_id: int, message: Message) -> IncomingMessage:
+    text = message.text
+    content_kind = "text" if text is not None else _content_kind(message)
+    return IncomingMessage(
+        event_id=f"message:{message.chat_id}:{message.message_id}",
+        chat=_chat_ref(message.chat),
+        sender=_user(message.from_user) if message.from_user and message.chat.type != ChatType.CHANNEL else None,
+        text=text,
+        message_id=str(message.message_id),
+        received_at=message.date.timestamp(),
+        content_kind=content_kind,
+        length=utf16_len(text) if text else 0,
+        limit=MAX_TEXT,
+    )
+
+
+def _content_kind(message: Message) -> str:
+    attachment = message.effective_attachment
+    if attachment is None:
+        return "service"
+    return type(attachment).__name__.lower() if not isinstance(attachment, tuple) else "photo"
+
+
+def _press(query: CallbackQuery) -> ActionPressed | None:
+    message = query.message
+    if message is None or query.data is None:
+        return None
+    return ActionPressed(
+        event_id=f"callback:{query.id}",
+        chat=_chat_ref(message.chat),
+        user=_user(query.from_user),
+        message=RemoteRef(PLATFORM, str(message.chat.id), str(message.message_id)),
+        data=query.data,
+        token=query.id,
+    )
+
+
+def _chat_ref(chat: TgChat) -> ChatRef:
+    # A private chat's title would be a person's name: keep it out of storage and reports.
+    title = None if chat.type == ChatType.PRIVATE else chat.title or (f"@{chat.username}" if chat.username else None)
+    return ChatRef(PLATFORM, str(chat.id), _KINDS.get(chat.type, ChatKind.GROUP), title)
+
+
+def _user(user) -> UserRef:
+    name = user.full_name or (f"@{user.username}" if user.username else str(user.id))
+    return UserRef(PLATFORM, str(user.id), name, user.language_code)

@@ -1,0 +1,118 @@
+"""Moderation cards: posting a letter in every moderation room, and showing each decision on all its cards."""
+
+from __future__ import annotations
+
+import logging
+
+from handlers.common import gettext_for
+from handlers.context import Context, Room
+from handlers.events import Action, OutgoingMessage, RemoteRef
+from handlers.ports import DeliveryError
+from handlers.text import split_text
+from storage.cards import Card
+from storage.deliveries import Progress
+from storage.letters import Decision, Letter
+
+log = logging.getLogger(__name__)
+
+# Room for the card's header and status line inside one platform message.
+CARD_OVERHEAD = 400
+
+
+def card_actions(ctx: Context, letter_id: int) -> tuple[Action, ...]:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    return (
+        Action(_("✅ Approve"), f"approve:{letter_id}"),
+        Action(_("❌ Reject"), f"reject:{letter_id}"),
+    )
+
+
+async def card_title(ctx: Context, letter: Letter) -> str:
+    language = ctx.moderation_language()
+    _ = gettext_for(ctx, language)
+    count = await ctx.repos.letters.count_by_sender(letter.sender_id, letter.id)
+    header = _("📨 Letter #{number} · {language} · sender {sender} (letter {count} from them) · {length} characters")
+    return header.format(
+        number=letter.id,
+        language=ctx.texts.language_name(letter.language, language),
+        sender=letter.sender_id,
+        count=count,
+        length=f"{letter.length:,}",
+    )
+
+
+def card_bodies(ctx: Context, room: Room, letter: Letter) -> list[str]:
+    network = ctx.network(room.platform)
+    parts = split_text(letter.text, network.max_text_length - CARD_OVERHEAD, network.text_length)
+    return [part.strip() for part in parts] or [""]
+
+
+async def card_message(ctx: Context, room: Room, letter: Letter, status: str | None, part: int = 0) -> OutgoingMessage:
+    """The card's part `part`; the first part carries the header, the buttons while pending, and the status."""
+    bodies = card_bodies(ctx, room, letter)
+    if part > 0:
+        _ = gettext_for(ctx, ctx.moderation_language())
+        title = _("Letter #{number}, part {part} of {parts}").format(number=letter.id, part=part + 1, parts=len(bodies))
+        return OutgoingMessage(chat_id=room.chat_id, text=bodies[part], title=title, silent=True)
+    actions = card_actions(ctx, letter.id) if letter.status == "pending" and status is None else ()
+    return OutgoingMessage(
+        chat_id=room.chat_id, text=bodies[0], title=await card_title(ctx, letter), footer=status, actions=actions
+    )
+
+
+async def post_cards(ctx: Context, letter: Letter) -> None:
+    for room in ctx.policy.moderation_rooms:
+        bodies = card_bodies(ctx, room, letter)
+        for part in range(len(bodies)):
+            message = await card_message(ctx, room, letter, None, part)
+            try:
+                ref = await ctx.network(room.platform).send(message)
+            except DeliveryError as error:
+                log.error("letter #%d: card not posted in %s %s: %s", letter.id, room.platform, room.chat_id, error)
+                break
+            await ctx.repos.cards.add(Card(letter.id, ref.platform, ref.chat_id, ref.message_id, part, len(bodies)))
+
+
+def decision_status(ctx: Context, decision: Decision, progress: Progress | None = None) -> str:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    if decision.action == "approve":
+        status = _("✅ #{number} approved by {moderator}").format(
+            number=decision.letter_id, moderator=decision.moderator
+        )
+        if progress is not None:
+            status += " · " + progress_text(ctx, progress)
+        return status
+    if decision.action == "reject":
+        status = _("❌ #{number} rejected by {moderator}").format(
+            number=decision.letter_id, moderator=decision.moderator
+        )
+        return status + (f": “{decision.reason}”" if decision.reason else "")
+    return _("↩️ #{number} withdrawn by its sender").format(number=decision.letter_id)
+
+
+def progress_text(ctx: Context, progress: Progress) -> str:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    if progress.open:
+        return _("delivering {done}/{total}").format(done=progress.sent, total=progress.total)
+    text = _("delivered to {sent} of {total}").format(sent=progress.sent, total=progress.total)
+    if progress.dropped:
+        text += " · " + _("{count} deactivated").format(count=progress.dropped)
+    if progress.failed:
+        text += " · " + _("{count} failed").format(count=progress.failed)
+    return text
+
+
+async def show_status(ctx: Context, letter_id: int, status: str) -> None:
+    """Edit the first part of every card of this letter: status in, buttons out."""
+    letter = await ctx.repos.letters.get(letter_id)
+    if letter is None:
+        return
+    for card in await ctx.repos.cards.for_letter(letter_id):
+        if card.part != 0:
+            continue
+        room = Room(card.platform, card.chat_id)
+        message = await card_message(ctx, room, letter, status)
+        try:
+            await ctx.network(card.platform).edit(RemoteRef(card.platform, card.chat_id, card.message_id), message)
+        except DeliveryError as error:
+            log.warning("letter #%d: card in %s %s not edited: %s", letter_id, card.platform, card.chat_id, error)

@@ -1,0 +1,70 @@
+"""Small pieces every handler uses: parsing commands, answering, choosing the reader's language."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from handlers.context import Context
+from handlers.events import ChatRef, IncomingMessage, OutgoingMessage, RemoteRef
+from handlers.ports import DeliveryError
+
+log = logging.getLogger(__name__)
+
+_COMMAND = re.compile(r"^(?P<name>[A-Za-z_]+)(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: str
+
+    @property
+    def words(self) -> list[str]:
+        return self.args.split()
+
+
+def parse_command(text: str | None, prefix: str) -> Command | None:
+    """`/approve@RelayBot 12 why` → Command("approve", "12 why"); None when the text is not a command."""
+    if not text or not text.startswith(prefix):
+        return None
+    match = _COMMAND.match(text[len(prefix):].strip())
+    if match is None:
+        return None
+    return Command(match["name"].lower(), (match["args"] or "").strip())
+
+
+def letter_number(word: str) -> int | None:
+    """`12` or `#12` → 12."""
+    word = word.lstrip("#")
+    return int(word) if word.isdigit() and len(word) < 10 else None
+
+
+def reader_language(ctx: Context, message: IncomingMessage) -> str:
+    if message.sender and message.sender.language:
+        return message.sender.language
+    return ctx.policy.default_language
+
+
+def gettext_for(ctx: Context, language: str | None) -> Callable[[str], str]:
+    return ctx.texts.gettext(language or ctx.policy.default_language)
+
+
+def command_text(ctx: Context, platform: str, command: str) -> str:
+    """A command as the reader types it on their network: /withdraw 12 or !withdraw 12."""
+    return ctx.network(platform).command_prefix + command
+
+
+async def send(ctx: Context, platform: str, message: OutgoingMessage) -> RemoteRef | None:
+    """Send a notice; a failure is logged, not raised, so one unreachable chat never stops a handler."""
+    try:
+        return await ctx.network(platform).send(message)
+    except DeliveryError as error:
+        log.warning("could not send to %s chat %s: %s", platform, message.chat_id, error.reason)
+        return None
+
+
+async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None) -> RemoteRef | None:
+    return await send(ctx, chat.platform, OutgoingMessage(chat_id=chat.chat_id, text=text, title=title))

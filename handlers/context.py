@@ -1,0 +1,59 @@
+"""Everything a handler may use, handed over by the composition root (bot/app.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from handlers.ports import ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Translator, Transport
+from storage.repositories import Repositories
+
+# A text at least this close to the platform's limit was probably cut there by the client.
+SPLIT_MARGIN = 96
+# Bounds that keep one person from flooding the moderators or the database.
+MAX_LETTER_LENGTH = 60_000
+MAX_OPEN_LETTERS = 10
+
+
+class Network(Transport, ChatDirectory, Protocol):
+    """A transport that also answers questions about its chats (both protocols, one object)."""
+
+
+@dataclass(frozen=True)
+class Room:
+    platform: str
+    chat_id: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    default_language: str
+    moderation_rooms: tuple[Room, ...]
+    letter_join_seconds: float = 5.0
+    translation_wait: float = 600.0
+
+
+@dataclass
+class Context:
+    policy: Policy
+    repos: Repositories
+    networks: dict[str, Network]
+    texts: Texts
+    clock: Clock
+    scheduler: Scheduler
+    detector: LanguageDetector
+    translator: Translator | None
+    wake_delivery: Callable[[], None] = lambda: None
+    # Serialises joining, announcing and deciding, whose check-then-act steps span several awaits.
+    letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def network(self, platform: str) -> Network:
+        return self.networks[platform]
+
+    def is_moderation_room(self, platform: str, chat_id: str) -> bool:
+        return Room(platform, chat_id) in self.policy.moderation_rooms
+
+    def moderation_language(self) -> str:
+        return self.policy.default_language

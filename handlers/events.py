@@ -1,0 +1,114 @@
+"""Neutral event and reply types: the only shapes that cross the line between transports and handlers.
+
+Transports turn platform updates into these and turn `OutgoingMessage` back into platform calls, so nothing
+in `handlers/` or `storage/` needs to know which network a person is on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ChatKind(StrEnum):
+    PRIVATE = "private"
+    GROUP = "group"
+    CHANNEL = "channel"
+
+
+class Role(StrEnum):
+    """What a user is in a chat, as far as the bot's permissions care."""
+
+    OUTSIDER = "outsider"
+    MEMBER = "member"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    platform: str
+    chat_id: str
+    kind: ChatKind
+    title: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.platform, self.chat_id)
+
+
+@dataclass(frozen=True)
+class UserRef:
+    platform: str
+    user_id: str
+    display_name: str
+    language: str | None = None  # the client's UI language, a hint for the bot's own texts
+
+
+@dataclass(frozen=True)
+class RemoteRef:
+    """A message the bot posted, as its platform names it."""
+
+    platform: str
+    chat_id: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    event_id: str  # unique per platform: a replay of the same update carries the same id
+    chat: ChatRef
+    sender: UserRef | None  # None for a channel post, whose author the platform hides
+    text: str | None  # None when the message is not text (photo, sticker, file...)
+    message_id: str
+    received_at: float
+    content_kind: str = "text"
+    length: int = 0  # as the platform counts it (Telegram: UTF-16 code units)
+    limit: int = 0  # the platform's maximum length of one message; 0 when it has none
+
+
+@dataclass(frozen=True)
+class ActionPressed:
+    """A moderator pressed an inline button (Telegram) or reacted to a card (Matrix)."""
+
+    event_id: str
+    chat: ChatRef
+    user: UserRef
+    message: RemoteRef
+    data: str  # e.g. "approve:12"
+    token: str | None = None  # what the transport needs to answer the press (Telegram's callback query id)
+
+
+@dataclass(frozen=True)
+class MembershipChanged:
+    """The bot was removed from (or added back to) a chat."""
+
+    chat: ChatRef
+    active: bool
+    reason: str
+
+
+Event = IncomingMessage | ActionPressed | MembershipChanged
+
+
+@dataclass(frozen=True)
+class Action:
+    """A one-click choice attached to a message: an inline button, or a reaction on Matrix."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """Plain text; the transport escapes it for whatever markup its platform parses.
+
+    `title` is shown emphasised above the body, `footer` in small print below it.
+    """
+
+    chat_id: str
+    text: str
+    title: str | None = None
+    footer: str | None = None
+    actions: tuple[Action, ...] = field(default=())
+    silent: bool = False
+    idempotency_key: str | None = None  # a stable key so a retried send cannot post twice where the platform allows

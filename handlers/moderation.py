@@ -1,0 +1,217 @@
+"""Moderators: who may decide, approve/reject (first decision wins), pending, stats, ban/unban."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from handlers import broadcast, cards
+from handlers.common import Command, command_text, gettext_for, letter_number, reply, send
+from handlers.context import Context
+from handlers.events import ActionPressed, ChatRef, IncomingMessage, OutgoingMessage, Role, UserRef
+from storage.letters import Decision, Letter
+
+log = logging.getLogger(__name__)
+
+MODERATION_COMMANDS = frozenset({"approve", "reject", "pending", "stats", "ban", "unban", "subscribers"})
+
+
+async def is_moderator(ctx: Context, chat: ChatRef, user: UserRef | None) -> bool:
+    """Every member of a moderation room moderates, and nobody outside one."""
+    if user is None or not ctx.is_moderation_room(chat.platform, chat.chat_id):
+        return False
+    return await ctx.network(chat.platform).role_of(chat.chat_id, user.user_id) != Role.OUTSIDER
+
+
+async def refuse_outside(ctx: Context, message: IncomingMessage) -> None:
+    _ = gettext_for(ctx, _language(ctx, message))
+    await reply(ctx, message.chat, _("Moderation commands work only in the moderators' room, for its members."))
+
+
+def _language(ctx: Context, message: IncomingMessage) -> str:
+    if message.sender and message.sender.language and message.chat.kind == "private":
+        return message.sender.language
+    return ctx.moderation_language()
+
+
+async def on_press(ctx: Context, press: ActionPressed) -> None:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    network = ctx.network(press.chat.platform)
+    action, _sep, number = press.data.partition(":")
+    if action not in ("approve", "reject") or not number.isdigit():
+        await network.answer_press(press.token, _("This button is no longer valid."))
+        return
+    if not await is_moderator(ctx, press.chat, press.user):
+        await network.answer_press(press.token, _("Only moderators can decide on letters."))
+        return
+    outcome = await decide(ctx, int(number), action, press.user, press.chat.platform, None)
+    await network.answer_press(press.token, outcome)
+
+
+async def approve_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    await _decide_command(ctx, message, command, "approve")
+
+
+async def reject_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    await _decide_command(ctx, message, command, "reject")
+
+
+async def _decide_command(ctx: Context, message: IncomingMessage, command: Command, action: str) -> None:
+    assert message.sender is not None
+    _ = gettext_for(ctx, ctx.moderation_language())
+    number = letter_number(command.words[0]) if command.words else None
+    if number is None:
+        usage = command_text(ctx, message.chat.platform, f"{action} 12" + (" reason" if action == "reject" else ""))
+        await reply(ctx, message.chat, _("Which letter? For example: {command}").format(command=usage))
+        return
+    reason = command.args.split(None, 1)[1].strip() if len(command.words) > 1 else None
+    outcome = await decide(ctx, number, action, message.sender, message.chat.platform, reason)
+    await reply(ctx, message.chat, outcome)
+
+
+async def decide(ctx: Context, number: int, action: str, moderator: UserRef, platform: str, reason: str | None) -> str:
+    """Decide if the letter is still pending, show it everywhere, tell the sender; returns a short outcome."""
+    _ = gettext_for(ctx, ctx.moderation_language())
+    letter = await ctx.repos.letters.get(number)
+    if letter is None or letter.announced_at is None:
+        return _("There is no letter #{number}.").format(number=number)
+    decision = Decision(number, action, platform, moderator.user_id, moderator.display_name, reason, ctx.clock.now())
+    async with ctx.letters_lock:
+        taken = await ctx.repos.letters.decide(number, decision)
+    if not taken:
+        return await _already_decided(ctx, number)
+    log.info("letter #%d: %s by %s", number, action, moderator.display_name)
+    await cards.show_status(ctx, number, cards.decision_status(ctx, decision))
+    if action == "approve":
+        await _tell_sender_approved(ctx, letter)
+        ctx.wake_delivery()
+        await broadcast.report_if_finished(ctx, number)
+        return _("#{number} approved.").format(number=number)
+    await _tell_sender_rejected(ctx, letter, reason)
+    return _("#{number} rejected.").format(number=number)
+
+
+async def _already_decided(ctx: Context, number: int) -> str:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    first = await ctx.repos.letters.deciding(number)
+    if first is None:
+        return _("#{number} is not pending.").format(number=number)
+    at = time.strftime("%H:%M UTC", time.gmtime(first.decided_at))
+    if first.action == "approve":
+        text = _("#{number} was already approved by {moderator} at {time}.")
+    elif first.action == "reject":
+        text = _("#{number} was already rejected by {moderator} at {time}.")
+    else:
+        text = _("#{number} was withdrawn by its sender at {time}.")
+    return text.format(number=number, moderator=first.moderator, time=at)
+
+
+async def _tell_sender_approved(ctx: Context, letter: Letter) -> None:
+    sender = await ctx.repos.senders.get(letter.sender_id)
+    if sender is None:
+        return
+    subscriptions = await ctx.repos.subscriptions.active()
+    languages = {subscription.language for subscription in subscriptions}
+    ngettext = ctx.texts.ngettext(sender.language or ctx.policy.default_language)
+    text = ngettext(
+        "✅ Your letter #{number} was approved and is on its way to {count} subscriber in {languages} language(s).",
+        "✅ Your letter #{number} was approved and is on its way to {count} subscribers in {languages} language(s).",
+        len(subscriptions),
+    ).format(number=letter.id, count=len(subscriptions), languages=len(languages))
+    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
+
+
+async def _tell_sender_rejected(ctx: Context, letter: Letter, reason: str | None) -> None:
+    sender = await ctx.repos.senders.get(letter.sender_id)
+    if sender is None:
+        return
+    _ = gettext_for(ctx, sender.language)
+    if reason:
+        text = _("Your letter #{number} was not published. The moderators said: “{reason}”.")
+    else:
+        text = _("Your letter #{number} was not published.")
+    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text.format(
+        number=letter.id, reason=reason)))
+
+
+async def pending(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    letters = await ctx.repos.letters.pending(limit=30)
+    if not letters:
+        await reply(ctx, message.chat, _("No letters are waiting. 🌱"))
+        return
+    lines = [
+        _("#{number} · {language} · {length} characters: {start}").format(
+            number=letter.id,
+            language=ctx.texts.language_name(letter.language, ctx.moderation_language()),
+            length=f"{letter.length:,}",
+            start=_preview(letter.text),
+        )
+        for letter in letters
+    ]
+    await reply(ctx, message.chat, "\n".join(lines), title=_("Waiting for a decision:"))
+
+
+def _preview(text: str, length: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= length else flat[: length - 1] + "…"
+
+
+async def stats(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    counts = await ctx.repos.letters.counts_by_status()
+    subscriptions = await ctx.repos.subscriptions.active()
+    text = _(
+        "Letters: {pending} pending, {approved} approved, {rejected} rejected, {withdrawn} withdrawn.\n"
+        "Active subscriptions: {subscriptions}. Letters delivered: {delivered}."
+    ).format(
+        pending=counts.get("pending", 0),
+        approved=counts.get("approved", 0),
+        rejected=counts.get("rejected", 0),
+        withdrawn=counts.get("withdrawn", 0),
+        subscriptions=len(subscriptions),
+        delivered=await ctx.repos.deliveries.sent_total(),
+    )
+    await reply(ctx, message.chat, text)
+
+
+async def ban_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    await _set_ban(ctx, message, command, banned=True)
+
+
+async def unban_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    await _set_ban(ctx, message, command, banned=False)
+
+
+async def _set_ban(ctx: Context, message: IncomingMessage, command: Command, banned: bool) -> None:
+    assert message.sender is not None
+    _ = gettext_for(ctx, ctx.moderation_language())
+    number = letter_number(command.words[0]) if command.words else None
+    letter = await ctx.repos.letters.get(number) if number is not None else None
+    if letter is None:
+        await reply(ctx, message.chat, _("Which letter's sender? For example: {command}").format(
+            command=command_text(ctx, message.chat.platform, ("ban" if banned else "unban") + " 12")))
+        return
+    await ctx.repos.senders.set_banned(letter.sender_id, banned)
+    await ctx.repos.letters.record(Decision(
+        letter.id, "ban" if banned else "unban", message.chat.platform, message.sender.user_id,
+        message.sender.display_name, None, ctx.clock.now()))
+    if banned:
+        text = _("Sender {sender} (of letter #{number}) can no longer send letters.")
+    else:
+        text = _("Sender {sender} (of letter #{number}) can send letters again.")
+    await reply(ctx, message.chat, text.format(sender=letter.sender_id, number=letter.id))
+
+
+async def help_moderators(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    p = ctx.network(message.chat.platform).command_prefix
+    text = _(
+        "Every letter appears here as a card: approve or reject it with its buttons or reactions, or:\n"
+        "{p}approve N · {p}reject N [reason]\n"
+        "{p}pending: letters waiting · {p}stats: numbers\n"
+        "{p}ban N / {p}unban N: refuse or accept again the sender of letter N\n"
+        "{p}subscribe CHAT LANG / {p}unsubscribe CHAT: subscribe a channel, group or room\n"
+        "{p}subscribers: who receives letters · {p}id: this chat's id"
+    ).format(p=p)
+    await reply(ctx, message.chat, text)

@@ -1,0 +1,110 @@
+"""The small interfaces that `bot/` implements and `handlers/` uses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from handlers.events import ChatRef, Event, OutgoingMessage, RemoteRef, Role
+
+Dispatch = Callable[[Event], Awaitable[None]]
+
+
+class DeliveryError(Exception):
+    """A platform refused or failed a send, normalised so that only the worker decides what happens next.
+
+    retryable:   try again later (5xx, connection lost, 429)
+    retry_after: seconds the platform asked us to wait, if it said
+    gone:        the chat is gone or forbids the bot: deactivate the subscription, never retry
+    moved_to:    the chat has a new id (a Telegram group that became a supergroup)
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        gone: bool = False,
+        moved_to: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.gone = gone
+        self.moved_to = moved_to
+
+
+class Transport(Protocol):
+    """What every network offers the bot: start, stop, send, edit (platform quirks stay behind it)."""
+
+    platform: str
+    command_prefix: str  # "/" on Telegram, "!" on Matrix
+    max_text_length: int  # longest text of one message, in `text_length` units
+
+    def text_length(self, text: str) -> int: ...
+
+    async def start(self, dispatch: Dispatch) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, message: OutgoingMessage) -> RemoteRef: ...
+
+    async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None: ...
+
+
+class ChatDirectory(Protocol):
+    """Questions about chats and people that permissions depend on; every transport answers them."""
+
+    async def role_of(self, chat_id: str, user_id: str) -> Role: ...
+
+    async def resolve_chat(self, reference: str) -> ChatRef | None:
+        """A chat named by id, @username or alias, or None when the bot cannot see it."""
+        ...
+
+    async def can_post(self, chat_id: str) -> bool: ...
+
+    async def answer_press(self, token: str | None, text: str) -> None:
+        """Acknowledge a button press with a short notice only the presser sees (where the platform has one)."""
+        ...
+
+
+class Translator(Protocol):
+    name: str
+
+    async def translate(self, text: str, source: str, target: str) -> str: ...
+
+
+class LanguageDetector(Protocol):
+    def detect(self, text: str) -> str:
+        """An ISO 639-1 code, or "und" when unsure."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class Texts(Protocol):
+    """The bot's own wording, in the reader's language (gettext catalogues)."""
+
+    def gettext(self, language: str | None) -> Callable[[str], str]: ...
+
+    def ngettext(self, language: str | None) -> Callable[[str, str, int], str]: ...
+
+    def language_name(self, code: str, in_language: str | None) -> str: ...
+
+    def is_language(self, code: str) -> bool: ...
+
+
+class Scheduler(Protocol):
+    """Runs a coroutine later, outside the handler that asked (handlers never sleep)."""
+
+    def call_later(self, delay: float, job: Callable[[], Awaitable[None]]) -> None: ...

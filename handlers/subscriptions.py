@@ -1,0 +1,149 @@
+"""Subscriptions: a person, a group (by its admin), a channel or room (by a moderator); and the id helper."""
+
+from __future__ import annotations
+
+from handlers.common import Command, command_text, gettext_for, reader_language, reply
+from handlers.context import Context
+from handlers.events import ChatKind, ChatRef, IncomingMessage, MembershipChanged, Role
+
+
+async def chat_id(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    text = _("This chat's id: {chat_id}").format(chat_id=message.chat.chat_id)
+    if message.sender is not None:
+        text += "\n" + _("Your id: {user_id}").format(user_id=message.sender.user_id)
+    await reply(ctx, message.chat, text)
+
+
+async def subscribe_here(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    if not await _may_change(ctx, message):
+        await reply(ctx, message.chat, _("Only an administrator of this chat can change its subscription."))
+        return
+    language = (command.words[0] if command.words else ctx.policy.default_language).lower()
+    if not ctx.texts.is_language(language):
+        await _unknown_language(ctx, message, language)
+        return
+    chat = message.chat
+    await ctx.repos.subscriptions.subscribe(
+        chat.platform, chat.chat_id, chat.kind.value, chat.title, language, ctx.clock.now()
+    )
+    stop = command_text(ctx, chat.platform, "unsubscribe")
+    name = ctx.texts.language_name(language, reader_language(ctx, message))
+    if chat.kind == ChatKind.PRIVATE:
+        text = _("You will now receive approved letters in {language}. {command} stops them.")
+    else:
+        text = _("This chat now receives approved letters in {language}. {command} stops them.")
+    await reply(ctx, chat, text.format(language=name, command=stop))
+
+
+async def unsubscribe_here(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    if not await _may_change(ctx, message):
+        await reply(ctx, message.chat, _("Only an administrator of this chat can change its subscription."))
+        return
+    await _end(ctx, message, message.chat.platform, message.chat.chat_id)
+
+
+async def _may_change(ctx: Context, message: IncomingMessage) -> bool:
+    """In a private chat the person decides; in a channel only admins can post; in a group, its admins."""
+    if message.chat.kind in (ChatKind.PRIVATE, ChatKind.CHANNEL):
+        return True
+    if message.sender is None:
+        return False
+    role = await ctx.network(message.chat.platform).role_of(message.chat.chat_id, message.sender.user_id)
+    return role == Role.ADMIN
+
+
+async def _unknown_language(ctx: Context, message: IncomingMessage, language: str) -> None:
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    example = command_text(ctx, message.chat.platform, "subscribe es")
+    await reply(ctx, message.chat, _("“{language}” is not a language code I know. For example: {command}").format(
+        language=language, command=example))
+
+
+async def _end(ctx: Context, message: IncomingMessage, platform: str, chat_id: str) -> None:
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    subscription = await ctx.repos.subscriptions.find(platform, chat_id)
+    if subscription is None or not subscription.active:
+        await reply(ctx, message.chat, _("{chat} is not subscribed.").format(chat=chat_id))
+        return
+    await ctx.repos.subscriptions.deactivate(subscription.id, "unsubscribed", ctx.clock.now())
+    await reply(ctx, message.chat, _("{chat} no longer receives letters.").format(chat=subscription.title or chat_id))
+
+
+def _platform_of(ctx: Context, reference: str) -> str | None:
+    """Matrix rooms are !id:server or #alias:server; anything else names a Telegram chat."""
+    platform = "matrix" if reference[:1] in "!#" and ":" in reference else "telegram"
+    return platform if platform in ctx.networks else None
+
+
+async def subscribe_other(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    """`subscribe CHAT LANG` from a moderation room: a channel, group or room the bot can post to."""
+    _ = gettext_for(ctx, ctx.moderation_language())
+    if len(command.words) != 2:
+        example = command_text(ctx, message.chat.platform, "subscribe @channel es")
+        usage = _("Name the chat and the language, for example: {command}").format(command=example)
+        await reply(ctx, message.chat, usage)
+        return
+    reference, language = command.words[0], command.words[1].lower()
+    if not ctx.texts.is_language(language):
+        await _unknown_language(ctx, message, language)
+        return
+    target = await _resolve(ctx, reference)
+    if target is None:
+        not_found = _("I can't find {chat}. Add me to it first, then try again.").format(chat=reference)
+        await reply(ctx, message.chat, not_found)
+        return
+    if not await ctx.network(target.platform).can_post(target.chat_id):
+        await reply(ctx, message.chat, _("I can't post in {chat}: make me able to send messages there first.").format(
+            chat=target.title or reference))
+        return
+    await ctx.repos.subscriptions.subscribe(
+        target.platform, target.chat_id, target.kind.value, target.title, language, ctx.clock.now()
+    )
+    await reply(ctx, message.chat, _("{chat} now receives approved letters in {language}.").format(
+        chat=target.title or reference, language=ctx.texts.language_name(language, ctx.moderation_language())))
+
+
+async def _resolve(ctx: Context, reference: str) -> ChatRef | None:
+    platform = _platform_of(ctx, reference)
+    if platform is None:
+        return None
+    return await ctx.network(platform).resolve_chat(reference)
+
+
+async def unsubscribe_other(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    if len(command.words) != 1:
+        example = command_text(ctx, message.chat.platform, "unsubscribe @channel")
+        await reply(ctx, message.chat, _("Name the chat, for example: {command}").format(command=example))
+        return
+    reference = command.words[0]
+    target = await _resolve(ctx, reference)
+    platform = target.platform if target else (_platform_of(ctx, reference) or "telegram")
+    await _end(ctx, message, platform, target.chat_id if target else reference)
+
+
+async def subscribers(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    active = await ctx.repos.subscriptions.active()
+    if not active:
+        await reply(ctx, message.chat, _("Nobody is subscribed yet."))
+        return
+    lines = [
+        f"{subscription.platform} · {subscription.kind} · {subscription.title or subscription.chat_id} "
+        f"({subscription.chat_id}) · {subscription.language}"
+        for subscription in active
+    ]
+    title = _("{count} active subscriptions:").format(count=len(active))
+    await reply(ctx, message.chat, "\n".join(lines), title=title)
+
+
+async def membership_changed(ctx: Context, event: MembershipChanged) -> None:
+    """The bot was removed from a chat: its subscription ends at once, with the reason kept."""
+    if event.active:
+        return
+    subscription = await ctx.repos.subscriptions.find(event.chat.platform, event.chat.chat_id)
+    if subscription is not None:
+        await ctx.repos.subscriptions.deactivate(subscription.id, event.reason, ctx.clock.now())

@@ -1,0 +1,42 @@
+"""Moderation cards: which platform messages show which letter, so a decision can edit all of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class Card:
+    letter_id: int
+    platform: str
+    chat_id: str
+    message_id: str
+    part: int
+    parts: int
+
+
+class CardRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, card: Card) -> None:
+        await self.db.execute(
+            """INSERT OR REPLACE INTO cards (letter_id, platform, chat_id, message_id, part, parts)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (card.letter_id, card.platform, card.chat_id, card.message_id, card.part, card.parts),
+        )
+
+    async def for_letter(self, letter_id: int) -> list[Card]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM cards WHERE letter_id = ? ORDER BY platform, chat_id, part", (letter_id,)
+        )
+        return [Card(*(row[key] for key in Card.__dataclass_fields__)) for row in rows]
+
+    async def find(self, platform: str, chat_id: str, message_id: str) -> Card | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM cards WHERE platform = ? AND chat_id = ? AND message_id = ?",
+            (platform, chat_id, message_id),
+        )
+        return Card(*(row[key] for key in Card.__dataclass_fields__)) if row else None

@@ -1,0 +1,162 @@
+"""The outbox: one row per (letter, subscription); the worker claims due rows, sends, and records the outcome.
+
+States: queued → sending → sent; a retry goes back to queued with a later `next_attempt_at`; `failed` after the
+retry budget; `dropped` when the subscription was deactivated. A row still `sending` at start-up was in flight
+when the process died: it is queued again and resumes at the first part not recorded as sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    id: int
+    letter_id: int
+    subscription_id: int
+    platform: str
+    chat_id: str
+    kind: str
+    language: str
+    attempts: int
+    parts_sent: int
+    remote_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    sent: int
+    dropped: int
+    failed: int
+
+    @property
+    def open(self) -> int:
+        return self.total - self.sent - self.dropped - self.failed
+
+
+class DeliveryRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def recover_in_flight(self, at: float) -> int:
+        return await self.db.execute(
+            "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, updated_at = ? WHERE state = 'sending'",
+            (at, at),
+        )
+
+    async def claim_due(self, now: float, limit: int, busy_chats: frozenset[tuple[str, str]] = frozenset()) -> list[
+        DeliveryJob
+    ]:
+        """Mark up to `limit` due deliveries as sending and return them, oldest first.
+
+        Deliveries to chats in `busy_chats` are left queued, so one chat never has two sends in flight.
+        """
+        async with self.db.transaction() as db:
+            async with db.execute(
+                """SELECT d.id, d.letter_id, d.subscription_id, s.platform, s.chat_id, s.kind, s.language,
+                          d.attempts, d.parts_sent, d.remote_ids
+                   FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                   WHERE d.state = 'queued' AND d.next_attempt_at <= ?
+                   ORDER BY d.next_attempt_at, d.id LIMIT ?""",
+                (now, limit + len(busy_chats)),
+            ) as cursor:
+                rows = await cursor.fetchall()
+            jobs: list[DeliveryJob] = []
+            claimed_chats = set(busy_chats)
+            for row in rows:
+                chat = (row["platform"], row["chat_id"])
+                if chat in claimed_chats or len(jobs) >= limit:
+                    continue
+                claimed_chats.add(chat)
+                jobs.append(_job(row))
+            await db.executemany(
+                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                [(now, job.id) for job in jobs],
+            )
+        return jobs
+
+    async def record_part(self, delivery_id: int, parts_sent: int, remote_ids: tuple[str, ...], at: float) -> None:
+        """Progress inside a multi-part letter, so a crash resumes after the last part known to be out."""
+        await self.db.execute(
+            "UPDATE deliveries SET parts_sent = ?, remote_ids = ?, updated_at = ? WHERE id = ?",
+            (parts_sent, ",".join(remote_ids), at, delivery_id),
+        )
+
+    async def mark_sent(self, delivery_id: int, at: float) -> None:
+        await self._finish(delivery_id, "sent", None, at)
+
+    async def mark_failed(self, delivery_id: int, error: str, at: float) -> None:
+        await self._finish(delivery_id, "failed", error, at)
+
+    async def mark_dropped(self, delivery_id: int, error: str, at: float) -> None:
+        await self._finish(delivery_id, "dropped", error, at)
+
+    async def _finish(self, delivery_id: int, state: str, error: str | None, at: float) -> None:
+        await self.db.execute(
+            "UPDATE deliveries SET state = ?, last_error = COALESCE(?, last_error), updated_at = ? WHERE id = ?",
+            (state, error, at, delivery_id),
+        )
+
+    async def reschedule(self, delivery_id: int, next_attempt_at: float, error: str, at: float) -> None:
+        await self.db.execute(
+            """UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_error = ?, updated_at = ?
+               WHERE id = ? AND state = 'sending'""",
+            (next_attempt_at, error, at, delivery_id),
+        )
+
+    async def release(self, delivery_id: int, at: float) -> None:
+        """Put back a claimed delivery that was not attempted (shutdown), without counting an attempt."""
+        await self.db.execute(
+            """UPDATE deliveries SET state = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?
+               WHERE id = ? AND state = 'sending'""",
+            (at, delivery_id),
+        )
+
+    async def next_due_at(self) -> float | None:
+        row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'queued'")
+        return row[0]
+
+    async def progress(self, letter_id: int) -> Progress:
+        rows = await self.db.fetchall(
+            "SELECT state, COUNT(*) FROM deliveries WHERE letter_id = ? GROUP BY state", (letter_id,)
+        )
+        counts = {row[0]: row[1] for row in rows}
+        return Progress(
+            total=sum(counts.values()),
+            sent=counts.get("sent", 0),
+            dropped=counts.get("dropped", 0),
+            failed=counts.get("failed", 0),
+        )
+
+    async def problems(self, letter_id: int) -> list[tuple[str, str, str]]:
+        """(state, chat title or id, reason) of every delivery of this letter that did not go out."""
+        rows = await self.db.fetchall(
+            """SELECT d.state, COALESCE(s.title, s.chat_id) AS chat, COALESCE(d.last_error, '') AS reason
+               FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+               WHERE d.letter_id = ? AND d.state IN ('failed', 'dropped') ORDER BY d.id""",
+            (letter_id,),
+        )
+        return [(row["state"], row["chat"], row["reason"]) for row in rows]
+
+    async def sent_total(self) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")
+        return row[0]
+
+
+def _job(row) -> DeliveryJob:
+    return DeliveryJob(
+        id=row["id"],
+        letter_id=row["letter_id"],
+        subscription_id=row["subscription_id"],
+        platform=row["platform"],
+        chat_id=row["chat_id"],
+        kind=row["kind"],
+        language=row["language"],
+        attempts=row["attempts"] + 1,
+        parts_sent=row["parts_sent"],
+        remote_ids=tuple(filter(None, row["remote_ids"].split(","))),
+    )

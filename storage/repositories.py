@@ -1,0 +1,39 @@
+"""All repositories over one database, as handlers and the worker receive them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.cards import CardRepository
+from storage.db import Database
+from storage.deliveries import DeliveryRepository
+from storage.letters import LetterRepository
+from storage.senders import SenderRepository
+from storage.state import StateRepository
+from storage.subscriptions import SubscriptionRepository
+from storage.translations import TranslationRepository
+
+
+@dataclass(frozen=True)
+class Repositories:
+    db: Database
+    senders: SenderRepository
+    letters: LetterRepository
+    cards: CardRepository
+    subscriptions: SubscriptionRepository
+    deliveries: DeliveryRepository
+    translations: TranslationRepository
+    state: StateRepository
+
+    @classmethod
+    def over(cls, db: Database) -> Repositories:
+        return cls(
+            db=db,
+            senders=SenderRepository(db),
+            letters=LetterRepository(db),
+            cards=CardRepository(db),
+            subscriptions=SubscriptionRepository(db),
+            deliveries=DeliveryRepository(db),
+            translations=TranslationRepository(db),
+            state=StateRepository(db),
+        )

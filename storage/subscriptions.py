@@ -1,0 +1,83 @@
+"""Subscriber chats and the language each wants letters in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    platform: str
+    chat_id: str
+    kind: str
+    title: str | None
+    language: str
+    active: bool
+    deactivated_reason: str | None
+
+
+def _subscription(row) -> Subscription:
+    return Subscription(
+        row["id"], row["platform"], row["chat_id"], row["kind"], row["title"], row["language"],
+        bool(row["active"]), row["deactivated_reason"],
+    )
+
+
+class SubscriptionRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def subscribe(
+        self, platform: str, chat_id: str, kind: str, title: str | None, language: str, at: float
+    ) -> Subscription:
+        """Create or reactivate the chat's subscription, with this language."""
+        await self.db.execute(
+            """INSERT INTO subscriptions (platform, chat_id, kind, title, language, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (platform, chat_id) DO UPDATE SET
+                   kind = excluded.kind, title = COALESCE(excluded.title, title), language = excluded.language,
+                   active = 1, deactivated_reason = NULL, updated_at = excluded.updated_at""",
+            (platform, chat_id, kind, title, language, at, at),
+        )
+        subscription = await self.find(platform, chat_id)
+        assert subscription is not None
+        return subscription
+
+    async def find(self, platform: str, chat_id: str) -> Subscription | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM subscriptions WHERE platform = ? AND chat_id = ?", (platform, chat_id)
+        )
+        return _subscription(row) if row else None
+
+    async def get(self, subscription_id: int) -> Subscription | None:
+        row = await self.db.fetchone("SELECT * FROM subscriptions WHERE id = ?", (subscription_id,))
+        return _subscription(row) if row else None
+
+    async def active(self) -> list[Subscription]:
+        rows = await self.db.fetchall("SELECT * FROM subscriptions WHERE active = 1 ORDER BY platform, id")
+        return [_subscription(row) for row in rows]
+
+    async def deactivate(self, subscription_id: int, reason: str, at: float) -> bool:
+        """Stop the subscription and drop what it still had queued; True when it was active."""
+        async with self.db.transaction() as db:
+            async with db.execute(
+                """UPDATE subscriptions SET active = 0, deactivated_reason = ?, updated_at = ?
+                   WHERE id = ? AND active = 1""",
+                (reason, at, subscription_id),
+            ) as cursor:
+                changed = cursor.rowcount == 1
+            await db.execute(
+                """UPDATE deliveries SET state = 'dropped', last_error = ?, updated_at = ?
+                   WHERE subscription_id = ? AND state IN ('queued', 'sending')""",
+                (reason, at, subscription_id),
+            )
+        return changed
+
+    async def move(self, subscription_id: int, new_chat_id: str, at: float) -> None:
+        """Follow a chat that changed its id (a Telegram group upgraded to a supergroup)."""
+        await self.db.execute(
+            "UPDATE subscriptions SET chat_id = ?, updated_at = ? WHERE id = ?", (new_chat_id, at, subscription_id)
+        )

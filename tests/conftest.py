@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# PTB warns on every 429 unless told to use timedeltas; with filterwarnings=error that warning would be an error.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+from bot.i18n import Catalogues
+from handlers.context import Context, Policy, Room
+from handlers.events import ChatKind, ChatRef, IncomingMessage, Role, UserRef
+from storage.db import Database
+from storage.repositories import Repositories
+from tests.fakes import FakeNetwork, ManualClock, ManualScheduler
+
+ROOT = Path(__file__).resolve().parents[1]
+MODS = "-100500"
+
+
+class FixedDetector:
+    def __init__(self, language: str = "und") -> None:
+        self.language = language
+
+    def detect(self, text: str) -> str:
+        return self.language
+
+
+@dataclass
+class World:
+    """A bot with one fake network, an in-memory database and a moderation room with one moderator."""
+
+    ctx: Context
+    network: FakeNetwork
+    clock: ManualClock
+    scheduler: ManualScheduler
+    mods: ChatRef
+    moderator: UserRef
+    counter: int = 0
+
+    def user(self, user_id: str, name: str = "Ana", language: str | None = "en") -> UserRef:
+        return UserRef("telegram", user_id, name, language)
+
+    def message(self, chat: ChatRef, sender: UserRef | None, text: str | None, limit: int = 4096) -> IncomingMessage:
+        self.counter += 1
+        return IncomingMessage(
+            event_id=f"m{self.counter}",
+            chat=chat,
+            sender=sender,
+            text=text,
+            message_id=str(self.counter),
+            received_at=self.clock.now(),
+            content_kind="text" if text is not None else "photo",
+            length=len(text or ""),
+            limit=limit,
+        )
+
+    def private(self, user: UserRef) -> ChatRef:
+        return ChatRef("telegram", user.user_id, ChatKind.PRIVATE)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    db = await Database.open(":memory:")
+    network = FakeNetwork()
+    clock = ManualClock()
+    scheduler = ManualScheduler(clock)
+    ctx = Context(
+        policy=Policy(default_language="en", moderation_rooms=(Room("telegram", MODS),), letter_join_seconds=5),
+        repos=Repositories.over(db),
+        networks={"telegram": network},
+        texts=Catalogues.load(ROOT / "locales", "en"),
+        clock=clock,
+        scheduler=scheduler,
+        detector=FixedDetector(),
+        translator=None,
+    )
+    moderator = UserRef("telegram", "900", "Mo", "en")
+    network.roles[(MODS, "900")] = Role.MEMBER
+    mods = ChatRef("telegram", MODS, ChatKind.GROUP, "Moderators")
+    yield World(ctx, network, clock, scheduler, mods, moderator)
+    await db.close()

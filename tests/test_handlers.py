@@ -1,0 +1,258 @@
+"""Handlers with a fake network and an in-memory database: what supporters and moderators see."""
+
+from __future__ import annotations
+
+import re
+
+from handlers.events import ActionPressed, ChatKind, ChatRef, RemoteRef, Role
+from handlers.router import dispatch
+from tests.conftest import MODS, World
+
+
+async def submit(world: World, text: str | None, user_id: str = "1") -> None:
+    user = world.user(user_id)
+    await dispatch(world.message(world.private(user), user, text), world.ctx)
+
+
+def texts_in(world: World, chat_id: str) -> list[str]:
+    return [posted.full_text for posted in world.network.in_chat(chat_id)]
+
+
+def card(world: World, number: int):
+    return next(p for p in world.network.in_chat(MODS) if (p.message.title or "").startswith(f"📨 Letter #{number} "))
+
+
+async def press(world: World, number: int, action: str, user_id: str = "900", name: str = "Mo") -> None:
+    posted = card(world, number)
+    world.counter += 1
+    event = ActionPressed(
+        event_id=f"press{world.counter}",
+        chat=world.mods,
+        user=world.user(user_id, name),
+        message=posted.ref,
+        data=f"{action}:{number}",
+        token=f"token{world.counter}",
+    )
+    await dispatch(event, world.ctx)
+
+
+async def test_letter_gets_receipt_and_card(world: World) -> None:
+    await submit(world, "We stand with you ✊ <b>&</b>")
+    (receipt,) = texts_in(world, "1")
+    assert "#1" in receipt and "/withdraw 1" in receipt
+    posted = card(world, 1)
+    assert posted.message.text == "We stand with you ✊ <b>&</b>"
+    assert "sender 1" in posted.message.title
+    assert [action.data for action in posted.message.actions] == ["approve:1", "reject:1"]
+    assert posted.message.actions[0].label.startswith("✅") and posted.message.actions[1].label.startswith("❌")
+
+
+async def test_card_never_names_the_sender(world: World) -> None:
+    user = world.user("1", name="Very Secret Name")
+    await dispatch(world.message(world.private(user), user, "hello"), world.ctx)
+    assert all("Very Secret Name" not in text and "@" not in text for text in texts_in(world, MODS))
+
+
+async def test_non_text_and_empty_messages_are_answered_and_not_stored(world: World) -> None:
+    await submit(world, None)
+    await submit(world, "   \u0000\u0007  ")
+    answers = texts_in(world, "1")
+    assert "only carry text" in answers[0]
+    assert "empty" in answers[1]
+    assert await world.ctx.repos.letters.get(1) is None
+    assert texts_in(world, MODS) == []
+
+
+async def test_replayed_update_changes_nothing(world: World) -> None:
+    user = world.user("1")
+    message = world.message(world.private(user), user, "once")
+    await dispatch(message, world.ctx)
+    await dispatch(message, world.ctx)
+    assert len(texts_in(world, "1")) == 1
+    assert len(texts_in(world, MODS)) == 1
+
+
+async def test_client_split_parts_become_one_letter(world: World) -> None:
+    user = world.user("1")
+    chat = world.private(user)
+    parts = ["a" * 4000, "b" * 4096, "tail"]
+    for part in parts[:2]:
+        await dispatch(world.message(chat, user, part), world.ctx)
+        world.clock.advance(1)
+    assert texts_in(world, "1") == []  # the window is still open: no receipt yet
+    await dispatch(world.message(chat, user, parts[2]), world.ctx)  # short: the letter is complete
+    (receipt,) = texts_in(world, "1")
+    assert "#1" in receipt
+    letter = await world.ctx.repos.letters.get(1)
+    assert letter is not None and letter.parts == 3
+    assert letter.text.replace("\n", "") == "".join(parts)
+    world.clock.advance(10)
+    await world.scheduler.run_due()
+    assert len(texts_in(world, "1")) == 1  # the timers find it announced already
+
+
+async def test_long_part_alone_is_announced_when_the_window_closes(world: World) -> None:
+    await submit(world, "x" * 4095)
+    assert texts_in(world, "1") == []
+    world.clock.advance(5)
+    await world.scheduler.run_due()
+    assert "#1" in texts_in(world, "1")[0]
+    world.clock.advance(1)
+    await submit(world, "later, separate")
+    assert "#2" in texts_in(world, "1")[1]
+
+
+async def test_long_letter_card_comes_in_parts_with_one_set_of_buttons(world: World) -> None:
+    for _ in range(3):
+        await submit(world, "Solidarity forever. " * 204)  # 4,080 characters each
+        world.clock.advance(1)
+    world.clock.advance(5)
+    await world.scheduler.run_due()
+    cards = world.network.in_chat(MODS)
+    assert len(cards) >= 3
+    assert sum(1 for posted in cards if posted.message.actions) == 1
+    assert all(len(posted.full_text) <= 4096 for posted in cards)
+
+
+async def test_approve_by_button_edits_card_tells_sender_and_queues(world: World) -> None:
+    await world.ctx.repos.subscriptions.subscribe("telegram", "-200", "channel", "News", "en", 0)
+    await submit(world, "hello")
+    await press(world, 1, "approve")
+    posted = card(world, 1)
+    assert posted.current.actions == ()
+    assert "approved by Mo" in posted.current.footer
+    assert "approved" in texts_in(world, "1")[-1] and "#1" in texts_in(world, "1")[-1]
+    progress = await world.ctx.repos.deliveries.progress(1)
+    assert progress.total == 1 and progress.open == 1
+
+
+async def test_first_decision_wins(world: World) -> None:
+    world.network.roles[(MODS, "901")] = Role.MEMBER
+    await submit(world, "hello")
+    await press(world, 1, "approve")
+    await press(world, 1, "approve", user_id="901", name="Kim")
+    await press(world, 1, "reject", user_id="901", name="Kim")
+    letter = await world.ctx.repos.letters.get(1)
+    assert letter is not None and letter.status == "approved"
+    answers = [text for _token, text in world.network.press_answers]
+    assert answers[0] == "#1 approved."
+    assert re.match(r"#1 was already approved by Mo at \d\d:\d\d UTC\.", answers[1])
+    assert answers[2] == answers[1]
+    assert len([t for t in texts_in(world, "1") if "approved" in t]) == 1  # the sender is told once
+
+
+async def test_outsider_cannot_press_approve(world: World) -> None:
+    await submit(world, "hello")
+    await press(world, 1, "approve", user_id="666", name="Eve")
+    letter = await world.ctx.repos.letters.get(1)
+    assert letter is not None and letter.status == "pending"
+    assert "Only moderators" in world.network.press_answers[-1][1]
+    assert card(world, 1).edits == []
+
+
+async def test_approve_command_refused_in_private_and_for_non_members(world: World) -> None:
+    await submit(world, "hello")
+    user = world.user("1")
+    await dispatch(world.message(world.private(user), user, "/approve 1"), world.ctx)
+    assert "only in the moderators' room" in texts_in(world, "1")[-1]
+    outsider = world.user("666", "Eve")
+    await dispatch(world.message(world.mods, outsider, "/approve 1"), world.ctx)
+    letter = await world.ctx.repos.letters.get(1)
+    assert letter is not None and letter.status == "pending"
+
+
+async def test_reject_with_reason_tells_the_sender(world: World) -> None:
+    await submit(world, "hello")
+    await dispatch(world.message(world.mods, world.moderator, "/reject 1 mentions a place and a day"), world.ctx)
+    assert texts_in(world, MODS)[-1] == "#1 rejected."
+    assert "The moderators said: “mentions a place and a day”" in texts_in(world, "1")[-1]
+    assert "rejected by Mo" in card(world, 1).current.footer
+    assert (await world.ctx.repos.deliveries.progress(1)).total == 0
+
+
+async def test_withdraw_only_own_pending_letter(world: World) -> None:
+    await submit(world, "mine", user_id="1")
+    await submit(world, "theirs", user_id="2")
+    user = world.user("1")
+    await dispatch(world.message(world.private(user), user, "/withdraw 2"), world.ctx)
+    assert "no letter #2" in texts_in(world, "1")[-1]
+    await dispatch(world.message(world.private(user), user, "/withdraw 1"), world.ctx)
+    assert "withdrawn" in texts_in(world, "1")[-1]
+    assert "withdrawn by its sender" in card(world, 1).current.footer
+    await dispatch(world.message(world.mods, world.moderator, "/approve 1"), world.ctx)
+    assert "withdrawn by its sender" in texts_in(world, MODS)[-1]
+
+
+async def test_group_admin_subscribes_member_cannot(world: World) -> None:
+    group = ChatRef("telegram", "-300", ChatKind.GROUP, "Comrades")
+    world.network.roles[("-300", "10")] = Role.ADMIN
+    world.network.roles[("-300", "11")] = Role.MEMBER
+    await dispatch(world.message(group, world.user("11"), "/subscribe en"), world.ctx)
+    assert "Only an administrator" in texts_in(world, "-300")[-1]
+    await dispatch(world.message(group, world.user("10"), "/subscribe@RelayBot es"), world.ctx)
+    assert "Spanish" in texts_in(world, "-300")[-1]
+    subscription = await world.ctx.repos.subscriptions.find("telegram", "-300")
+    assert subscription is not None and subscription.language == "es" and subscription.active
+
+
+async def test_unknown_language_is_refused(world: World) -> None:
+    user = world.user("1")
+    await dispatch(world.message(world.private(user), user, "/subscribe klingon"), world.ctx)
+    assert "not a language code" in texts_in(world, "1")[-1]
+    assert await world.ctx.repos.subscriptions.find("telegram", "1") is None
+
+
+async def test_moderator_subscribes_a_channel(world: World) -> None:
+    world.network.add_chat("@news", ChatKind.CHANNEL, "News")
+    world.network.chats["@news"] = ChatRef("telegram", "-400", ChatKind.CHANNEL, "News")
+    await dispatch(world.message(world.mods, world.moderator, "/subscribe @news fr"), world.ctx)
+    assert "News now receives approved letters in French" in texts_in(world, MODS)[-1]
+    await dispatch(world.message(world.mods, world.moderator, "/subscribers"), world.ctx)
+    assert "-400" in texts_in(world, MODS)[-1]
+    await dispatch(world.message(world.mods, world.moderator, "/subscribe @nowhere fr"), world.ctx)
+    assert "can't find @nowhere" in texts_in(world, MODS)[-1]
+
+
+async def test_ban_refuses_further_letters(world: World) -> None:
+    await submit(world, "first")
+    await dispatch(world.message(world.mods, world.moderator, "/ban 1"), world.ctx)
+    await submit(world, "second")
+    assert "no longer accept" in texts_in(world, "1")[-1]
+    assert await world.ctx.repos.letters.get(2) is None
+    await dispatch(world.message(world.mods, world.moderator, "/unban 1"), world.ctx)
+    await submit(world, "third")
+    assert "#2" in texts_in(world, "1")[-1]
+
+
+async def test_pending_and_stats(world: World) -> None:
+    await submit(world, "first letter, waiting")
+    await submit(world, "second letter")
+    await dispatch(world.message(world.mods, world.moderator, "/approve 2"), world.ctx)
+    await dispatch(world.message(world.mods, world.moderator, "/pending"), world.ctx)
+    listing = texts_in(world, MODS)[-1]
+    assert "#1" in listing and "first letter, waiting" in listing and "#2 ·" not in listing
+    await dispatch(world.message(world.mods, world.moderator, "/stats"), world.ctx)
+    assert "1 pending, 1 approved" in texts_in(world, MODS)[-1]
+
+
+async def test_flooding_sender_is_asked_to_wait(world: World) -> None:
+    for index in range(12):
+        await submit(world, f"letter {index}")
+    assert "wait for their decision" in texts_in(world, "1")[-1]
+    assert len(texts_in(world, MODS)) == 10
+
+
+async def test_bot_removed_from_chat_ends_its_subscription(world: World) -> None:
+    from handlers.events import MembershipChanged
+
+    chat = ChatRef("telegram", "-300", ChatKind.GROUP, "Comrades")
+    await world.ctx.repos.subscriptions.subscribe("telegram", "-300", "group", "Comrades", "en", 0)
+    await dispatch(MembershipChanged(chat, False, "bot was removed"), world.ctx)
+    subscription = await world.ctx.repos.subscriptions.find("telegram", "-300")
+    assert subscription is not None and not subscription.active
+
+
+async def test_press_on_a_stale_button_is_answered(world: World) -> None:
+    event = ActionPressed("p1", world.mods, world.moderator, RemoteRef("telegram", MODS, "77"), "bogus", "t1")
+    await dispatch(event, world.ctx)
+    assert "no longer valid" in world.network.press_answers[-1][1]
