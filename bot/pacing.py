@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 
@@ -28,20 +28,36 @@ TELEGRAM_RATES = Rates(per_second=28.0, private_interval=1.0, group_interval=3.0
 
 
 class Pacer:
-    def __init__(self, rates: Rates, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rates: Rates,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.rates = rates
         self.clock = clock
+        self.sleep = sleep
         self._next_global = 0.0
         self._next_for_chat: dict[str, float] = {}
 
     async def acquire(self, chat_id: str, kind: str) -> None:
-        """Wait for this chat's next slot, which is also a free global slot."""
+        """Wait for this chat's next slot, then for a free global slot.
+
+        The global slot is taken only once the chat's own wait is over, so a chat that must wait (a busy
+        group, a retry_after) never holds back the others.
+        """
         now = self.clock()
-        slot = max(now, self._next_global, self._next_for_chat.get(chat_id, 0.0))
-        self._next_global = slot + 1.0 / self.rates.per_second
-        self._next_for_chat[chat_id] = slot + self.rates.interval(kind)
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        chat_slot = max(now, self._next_for_chat.get(chat_id, 0.0))
+        self._next_for_chat[chat_id] = chat_slot + self.rates.interval(kind)
+        if chat_slot > now:
+            await self.sleep(chat_slot - now)
+        now = self.clock()
+        global_slot = max(now, self._next_global)
+        self._next_global = global_slot + 1.0 / self.rates.per_second
+        # Measure the chat's interval from the moment it really sends.
+        self._next_for_chat[chat_id] = max(self._next_for_chat[chat_id], global_slot + self.rates.interval(kind))
+        if global_slot > now:
+            await self.sleep(global_slot - now)
 
     def pause(self, chat_id: str, seconds: float) -> None:
         """The platform asked this chat to wait."""

@@ -1,0 +1,152 @@
+"""The outbox worker against a fake network: parts, retries, deactivation, reports, and what is never sent."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.delivery import DeliveryWorker, RetryPolicy
+from bot.pacing import Pacer, Rates
+from handlers.ports import DeliveryError
+from handlers.router import dispatch
+from tests.conftest import MODS, World
+
+FAST = Rates(per_second=10_000, private_interval=0, group_interval=0, channel_interval=0)
+
+
+async def approved_letter(world: World, text: str, subscribers: dict[str, str]) -> None:
+    for chat_id, kind in subscribers.items():
+        await world.ctx.repos.subscriptions.subscribe("telegram", chat_id, kind, f"chat {chat_id}", "en", 0)
+    user = world.user("1", name="Secret Sender")
+    await dispatch(world.message(world.private(user), user, text, limit=0), world.ctx)
+    await dispatch(world.message(world.mods, world.moderator, "/approve 1"), world.ctx)
+
+
+async def run_worker_until_idle(world: World, worker: DeliveryWorker, rounds: int = 50) -> None:
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(rounds):
+            await asyncio.sleep(0.01)
+            progress = await world.ctx.repos.deliveries.progress(1)
+            if progress.total and not progress.open:
+                break
+            world.clock.advance(60)
+            worker.wake()
+    finally:
+        await worker.stop()
+        await task
+
+
+def worker_for(world: World) -> DeliveryWorker:
+    return DeliveryWorker(world.ctx, {"telegram": Pacer(FAST, clock=world.clock.now)}, retry=RetryPolicy(max_attempts=3))
+
+
+async def test_every_subscription_gets_the_letter_once_without_the_sender(world: World) -> None:
+    await approved_letter(world, "Hold on, we are with you.", {"-201": "channel", "-202": "group", "55": "private"})
+    await run_worker_until_idle(world, worker_for(world))
+    for chat_id in ("-201", "-202", "55"):
+        (posted,) = world.network.in_chat(chat_id)
+        assert posted.message.text == "Hold on, we are with you."
+        assert posted.message.title == "✊ Letter of solidarity #1"
+        assert "Secret" not in posted.full_text and "sender" not in posted.full_text.lower()
+    report = world.network.in_chat(MODS)[-1].full_text
+    assert report == "#1 delivered to 3 of 3 subscribers."
+
+
+async def test_long_letter_goes_as_numbered_parts_within_the_limit(world: World) -> None:
+    paragraph = "We remember every name. " * 40 + "\n\n"
+    text = (paragraph * 12).strip()  # about 11,500 characters
+    await approved_letter(world, text, {"-201": "channel"})
+    await run_worker_until_idle(world, worker_for(world))
+    parts = world.network.in_chat("-201")
+    assert len(parts) == 3
+    assert [p.message.title for p in parts] == [f"✊ Letter of solidarity #1 ({n}/3)" for n in (1, 2, 3)]
+    assert all(len(p.full_text) <= 4096 for p in parts)
+    assert " ".join(" ".join(p.message.text.split()) for p in parts) == " ".join(text.split())
+
+
+async def test_blocked_chat_is_deactivated_and_reported(world: World) -> None:
+    world.network.gone["55"] = "bot was blocked by the user"
+    await approved_letter(world, "hello", {"-201": "channel", "55": "private"})
+    await run_worker_until_idle(world, worker_for(world))
+    subscription = await world.ctx.repos.subscriptions.find("telegram", "55")
+    assert subscription is not None and not subscription.active
+    assert subscription.deactivated_reason == "bot was blocked by the user"
+    report = world.network.in_chat(MODS)[-1].full_text
+    assert report.startswith("#1 delivered to 1 of 2 subscribers; 1 deactivated")
+    assert "bot was blocked by the user" in report
+
+
+async def test_retry_after_is_obeyed_and_nothing_is_lost(world: World) -> None:
+    await approved_letter(world, "hello", {"-201": "channel"})
+    world.network.failures = [DeliveryError("rate limited", retryable=True, retry_after=30)]
+    worker = worker_for(world)
+    await worker._claim_and_start()
+    await asyncio.sleep(0.05)
+    row = await world.ctx.repos.db.fetchone("SELECT state, next_attempt_at FROM deliveries")
+    assert row["state"] == "queued" and row["next_attempt_at"] >= world.clock.now() + 30
+    assert world.network.in_chat("-201") == []
+    await run_worker_until_idle(world, worker)
+    assert len(world.network.in_chat("-201")) == 1
+
+
+async def test_permanent_failure_after_the_retry_budget(world: World) -> None:
+    await approved_letter(world, "hello", {"-201": "channel"})
+    world.network.failures = [DeliveryError("Bad Gateway", retryable=True) for _ in range(3)]
+    await run_worker_until_idle(world, worker_for(world))
+    progress = await world.ctx.repos.deliveries.progress(1)
+    assert progress.failed == 1
+    assert "1 failed" in world.network.in_chat(MODS)[-1].full_text
+
+
+async def test_migrated_group_is_followed(world: World) -> None:
+    await approved_letter(world, "hello", {"-202": "group"})
+    world.network.failures = [DeliveryError("migrated", retryable=True, moved_to="-100777")]
+    await run_worker_until_idle(world, worker_for(world))
+    assert len(world.network.in_chat("-100777")) == 1
+    assert await world.ctx.repos.subscriptions.find("telegram", "-100777") is not None
+
+
+async def test_a_crash_mid_letter_resumes_after_the_last_recorded_part(world: World) -> None:
+    await approved_letter(world, ("Paragraph of hope. " * 200 + "\n\n") * 3, {"-201": "channel"})
+    jobs = await world.ctx.repos.deliveries.claim_due(world.clock.now(), 10)
+    await world.ctx.repos.deliveries.record_part(jobs[0].id, 1, ("41",), world.clock.now())
+    # The process dies here: the row stays 'sending' with one part recorded.
+    await run_worker_until_idle(world, worker_for(world))
+    titles = [p.message.title for p in world.network.in_chat("-201")]
+    assert titles == ["✊ Letter of solidarity #1 (2/3)", "✊ Letter of solidarity #1 (3/3)"]
+
+
+class FakeTime:
+    """A clock that only moves when the pacer sleeps, recording when each send would go out."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_pacer_spaces_sends_per_chat_and_globally() -> None:
+    time = FakeTime()
+    pacer = Pacer(Rates(per_second=10, private_interval=1.0, group_interval=3.0, channel_interval=3.0),
+                  clock=lambda: time.now, sleep=time.sleep)
+    sent_at = []
+    for _ in range(3):
+        await pacer.acquire("group", "group")
+        sent_at.append(round(time.now, 3))
+    assert sent_at == [0.0, 3.0, 6.0]
+    await pacer.acquire("person", "private")  # another chat right after: only the global spacing applies
+    assert round(time.now, 3) == 6.1
+    await pacer.acquire("group", "group")
+    assert round(time.now, 3) == 9.0
+
+
+async def test_retry_after_pauses_only_that_chat() -> None:
+    time = FakeTime()
+    pacer = Pacer(Rates(per_second=10, private_interval=1.0, group_interval=3.0, channel_interval=3.0),
+                  clock=lambda: time.now, sleep=time.sleep)
+    pacer.pause("person", 30)
+    await pacer.acquire("other", "private")
+    assert time.now == 0.0
+    await pacer.acquire("person", "private")
+    assert time.now == 30.0
