@@ -37,7 +37,8 @@ async def run_worker_until_idle(world: World, worker: DeliveryWorker, rounds: in
 
 
 def worker_for(world: World) -> DeliveryWorker:
-    return DeliveryWorker(world.ctx, {"telegram": Pacer(FAST, clock=world.clock.now)}, retry=RetryPolicy(max_attempts=3))
+    pacer = Pacer(FAST, clock=world.clock.now)
+    return DeliveryWorker(world.ctx, {"telegram": pacer}, retry=RetryPolicy(max_attempts=3))
 
 
 async def test_every_subscription_gets_the_letter_once_without_the_sender(world: World) -> None:

@@ -1,0 +1,74 @@
+"""Settings: a missing or invalid setting is one clear line and exit code 2, never a traceback or a token."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def run_bot(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], env=clean, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_unconfigured_bot_exits_2_naming_the_setting(tmp_path: Path) -> None:
+    result = run_bot({}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TELEGRAM_TOKEN" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"TELEGRAM_TOKEN": TOKEN}, "TELEGRAM_MODERATION_CHAT"),
+        ({"TELEGRAM_TOKEN": "not-a-token"}, "TELEGRAM_TOKEN"),
+        ({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "mods"}, "TELEGRAM_MODERATION_CHAT"),
+        ({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", "TELEGRAM_API_URL": "ftp://x"},
+         "TELEGRAM_API_URL"),
+        ({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", "LETTER_JOIN_SECONDS": "soon"},
+         "LETTER_JOIN_SECONDS"),
+        ({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", "TRANSLATOR": "babelfish"}, "TRANSLATOR"),
+        ({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", "TRANSLATOR": "libre"}, "LIBRETRANSLATE_URL"),
+        ({"MATRIX_HOMESERVER": "https://m.org", "MATRIX_USER": "@relay:m.org", "MATRIX_MODERATION_ROOM": "!r:m.org"},
+         "MATRIX_PASSWORD"),
+        ({"MATRIX_HOMESERVER": "https://m.org", "MATRIX_USER": "relay"}, "MATRIX_USER"),
+        ({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", "DEFAULT_LANGUAGE": "English"},
+         "DEFAULT_LANGUAGE"),
+    ],
+)
+def test_invalid_settings_name_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    assert raised.value.setting == setting
+    assert str(raised.value).startswith(setting)
+    assert TOKEN not in str(raised.value)
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"TELEGRAM_TOKEN={TOKEN}\nTELEGRAM_MODERATION_CHAT=-1\nLOG_LEVEL=loud\n")
+    result = run_bot({}, cwd=tmp_path)
+    assert result.returncode == 2 and "LOG_LEVEL" in result.stderr
+    result = run_bot({"TELEGRAM_MODERATION_CHAT": "oops"}, cwd=tmp_path)
+    assert result.returncode == 2 and "TELEGRAM_MODERATION_CHAT" in result.stderr
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-100123"})
+    assert settings.telegram is not None
+    assert settings.telegram.api_url == "https://api.telegram.org"
+    assert settings.database == Path("data/relay.db")
+    assert settings.letter_join_seconds == 5 and settings.default_language == "en" and settings.translator == "none"
+    assert TOKEN not in repr(settings)
