@@ -187,19 +187,22 @@ class TelegramTransport:
         except TelegramError as error:
             log.info("telegram: callback answer failed: %s", error)
 
-    async def check(self, moderation_chat: str) -> list[str]:
-        """Problems that would stop the bot from working, as lines for `--check`."""
-        problems = []
+    async def check(self) -> list[str]:
+        """Problems that would stop the bot from working, one line each, for `--check`."""
         try:
-            me = await self.bot.get_me()
+            await self.application.initialize()
         except TelegramError as error:
             return [f"TELEGRAM_TOKEN / TELEGRAM_API_URL: getMe failed: {error}"]
-        log.info("telegram: token belongs to @%s", me.username)
-        if await self.resolve_chat(moderation_chat) is None:
-            problems.append(f"TELEGRAM_MODERATION_CHAT: chat {moderation_chat} not found (is the bot a member?)")
-        elif not await self.can_post(moderation_chat):
-            problems.append(f"TELEGRAM_MODERATION_CHAT: the bot can't post in chat {moderation_chat}")
-        return problems
+        try:
+            print(f"telegram: the token belongs to @{self.bot.username}")
+            chat = self.settings.moderation_chat
+            if await self.resolve_chat(chat) is None:
+                return [f"TELEGRAM_MODERATION_CHAT: chat {chat} not found (is the bot a member?)"]
+            if not await self.can_post(chat):
+                return [f"TELEGRAM_MODERATION_CHAT: the bot can't post in chat {chat}"]
+            return []
+        finally:
+            await self.application.shutdown()
 
     async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         event = to_event(update)
