@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.i18n import Catalogues
 from bot.language import UndeterminedDetector
-from bot.pacing import TELEGRAM_RATES, Pacer
+from bot.pacing import TELEGRAM_RATES, Pacer, Rates
 from bot.scheduler import TaskScheduler
 from handlers import router, submission
 from handlers.context import Context, Network, Policy, Room
@@ -50,6 +50,7 @@ class Relay:
     ctx: Context | None = None
     worker: DeliveryWorker | None = None
     scheduler: TaskScheduler = field(default_factory=TaskScheduler)
+    rates: dict[str, Rates] = field(default_factory=lambda: {"telegram": TELEGRAM_RATES})
     _worker_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -71,7 +72,7 @@ class Relay:
             detector=UndeterminedDetector(),
             translator=None,
         )
-        self.worker = DeliveryWorker(self.ctx, {"telegram": Pacer(TELEGRAM_RATES)})
+        self.worker = DeliveryWorker(self.ctx, {name: Pacer(rates) for name, rates in self.rates.items()})
         self.ctx.wake_delivery = self.worker.wake
         for name, network in self.networks.items():
             log.info("starting %s", name)
@@ -84,16 +85,16 @@ class Relay:
         await router.dispatch(event, self.ctx)
 
     async def stop(self) -> None:
-        """Stop taking updates first, then let in-flight sends finish briefly, then close the database."""
-        for name, network in self.networks.items():
-            with contextlib.suppress(Exception):
-                await network.stop()
-            log.info("stopped %s", name)
+        """Let in-flight sends finish briefly (the rest is retried at the next start), then stop the networks."""
         if self.worker is not None:
             await self.worker.stop()
         if self._worker_task is not None:
             await asyncio.gather(self._worker_task, return_exceptions=True)
         await self.scheduler.cancel_all()
+        for name, network in self.networks.items():
+            with contextlib.suppress(Exception):
+                await network.stop()
+            log.info("stopped %s", name)
         if self.db is not None:
             await self.db.close()
 

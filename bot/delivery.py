@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    first_delay: float = 5.0
+    first_delay: float = 2.0
     max_delay: float = 900.0
     max_attempts: int = 30  # with the delays above: about six hours of trying
 

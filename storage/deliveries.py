@@ -43,9 +43,9 @@ class DeliveryRepository:
         self.db = db
 
     async def recover_in_flight(self, at: float) -> int:
+        # next_attempt_at is kept: it is already due, and keeps the row's place before later letters.
         return await self.db.execute(
-            "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, updated_at = ? WHERE state = 'sending'",
-            (at, at),
+            "UPDATE deliveries SET state = 'queued', updated_at = ? WHERE state = 'sending'", (at,)
         )
 
     async def claim_due(self, now: float, limit: int, busy_chats: frozenset[tuple[str, str]] = frozenset()) -> list[

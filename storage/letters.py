@@ -48,10 +48,18 @@ class NewPart:
 
 
 def join_parts(texts: list[str]) -> str:
-    """Rejoin a client-split text. The client drops the line break it cut at, so put one back."""
+    """Rejoin a client-split text; the client dropped the whitespace it cut at, so put some back.
+
+    After a sentence's end the cut was most likely a line break; anywhere else, a space between words.
+    """
     joined = texts[0]
     for text in texts[1:]:
-        separator = "" if joined[-1:].isspace() or text[:1].isspace() else "\n"
+        if joined[-1:].isspace() or text[:1].isspace():
+            separator = ""
+        elif joined.rstrip("\"'»”)").endswith((".", "!", "?", "…", "。", "！", "？")):
+            separator = "\n"
+        else:
+            separator = " "
         joined += separator + text
     return joined
 

@@ -85,7 +85,7 @@ async def test_client_split_parts_become_one_letter(world: World) -> None:
     assert "#1" in receipt
     letter = await world.ctx.repos.letters.get(1)
     assert letter is not None and letter.parts == 3
-    assert letter.text.replace("\n", "") == "".join(parts)
+    assert letter.text == " ".join(parts)
     world.clock.advance(10)
     await world.scheduler.run_due()
     assert len(texts_in(world, "1")) == 1  # the timers find it announced already

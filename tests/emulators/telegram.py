@@ -295,6 +295,7 @@ class Limits:
 class _Failure:
     status: int
     body: dict[str, Any]
+    chat_id: int | str | None = None  # None: whichever chat the call is for
 
 
 class _Windows:
@@ -465,7 +466,7 @@ class TelegramEmulator:
             raise _named("unauthorized")
         if method is None:
             raise _named("not-found-method")
-        self._injected_failure(method)
+        self._injected_failure(method, raw)
         params = self._coerce_params(method, raw)
         self.calls[position] = (method, params)  # the log shows values as the emulator understood them
         handler = self._handlers.get(method)
@@ -507,8 +508,9 @@ class TelegramEmulator:
         retry_after: int | None = None,
         status: int | None = None,
         error: str | None = None,
+        chat_id: int | str | None = None,
     ) -> None:
-        """Make the next ``times`` calls of ``method`` fail before doing anything.
+        """Make the next ``times`` calls of ``method`` (into ``chat_id``, if given) fail before doing anything.
 
         Default (or ``retry_after=N``): 429 "Too Many Requests: retry after N" with ``parameters.retry_after``.
         ``status=502`` (any status): ``{"ok":false,"error_code":502,"description":"Bad Gateway"}``.
@@ -524,15 +526,16 @@ class TelegramEmulator:
         else:
             body = _too_many_requests(1 if retry_after is None else retry_after)
         queue = self._failures.setdefault(canonical, deque())
-        queue.extend(_Failure(int(body["error_code"]), body) for _ in range(times))
+        queue.extend(_Failure(int(body["error_code"]), body, chat_id) for _ in range(times))
 
-    def _injected_failure(self, method: str) -> None:
+    def _injected_failure(self, method: str, raw: dict[str, Any]) -> None:
         queue = self._failures.get(method)
-        if queue:
-            failure = queue.popleft()
-            if failure.status == 429:
-                self.count_429 += 1
-            raise ApiError(copy.deepcopy(failure.body))
+        for failure in list(queue or ()):
+            if failure.chat_id is None or str(failure.chat_id) == str(raw.get("chat_id")):
+                queue.remove(failure)
+                if failure.status == 429:
+                    self.count_429 += 1
+                raise ApiError(copy.deepcopy(failure.body))
 
     def _check_limits(self, method: str, params: dict[str, Any]) -> None:
         limits = self.limits

@@ -1,0 +1,79 @@
+"""Storage: migrations, the first-decision-wins rule, replays, and the outbox's crash recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.db import Database
+from storage.letters import Decision, NewPart, join_parts
+from storage.repositories import Repositories
+
+
+def part(message_id: str, text: str, at: float = 0.0) -> NewPart:
+    return NewPart("telegram", "1", message_id, text, len(text), at)
+
+
+async def test_migrations_are_numbered_and_applied_once(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    db = await Database.open(path)
+    version = (await db.fetchone("PRAGMA user_version"))[0]
+    journal = (await db.fetchone("PRAGMA journal_mode"))[0]
+    await db.close()
+    db = await Database.open(path)  # a second start applies nothing again
+    assert (await db.fetchone("PRAGMA user_version"))[0] == version >= 1
+    assert journal == "wal"
+    assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1
+    await db.close()
+
+
+async def test_a_letter_survives_a_reopen(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "relay.db")
+    repos = Repositories.over(db)
+    sender = await repos.senders.ensure("telegram", "42", "42", "es", 0)
+    stored = await repos.letters.add_part(sender.id, part("7", "¡Hola! ✊"), 5, 4000)
+    assert stored is not None
+    await db.close()
+    repos = Repositories.over(await Database.open(tmp_path / "relay.db"))
+    letter = await repos.letters.get(stored[0].id)
+    assert letter is not None and letter.text == "¡Hola! ✊" and letter.status == "pending"
+    assert await repos.letters.add_part(sender.id, part("7", "¡Hola! ✊"), 5, 4000) is None  # replayed update
+    await repos.db.close()
+
+
+async def test_first_decision_wins_and_queues_once(tmp_path: Path) -> None:
+    repos = Repositories.over(await Database.open(":memory:"))
+    await repos.subscriptions.subscribe("telegram", "-1", "channel", "A", "en", 0)
+    await repos.subscriptions.subscribe("telegram", "-2", "group", "B", "es", 0)
+    sender = await repos.senders.ensure("telegram", "42", "42", None, 0)
+    letter, _ = await repos.letters.add_part(sender.id, part("1", "x"), 5, 4000)
+    approve = Decision(letter.id, "approve", "telegram", "9", "Mo", None, 1.0)
+    reject = Decision(letter.id, "reject", "telegram", "8", "Kim", "no", 2.0)
+    assert await repos.letters.decide(letter.id, approve)
+    assert not await repos.letters.decide(letter.id, reject)
+    assert not await repos.letters.decide(letter.id, approve)
+    assert (await repos.deliveries.progress(letter.id)).total == 2
+    deciding = await repos.letters.deciding(letter.id)
+    assert deciding is not None and deciding.moderator == "Mo"
+    await repos.db.close()
+
+
+async def test_in_flight_deliveries_are_recovered_and_one_per_chat_is_claimed() -> None:
+    repos = Repositories.over(await Database.open(":memory:"))
+    await repos.subscriptions.subscribe("telegram", "-1", "channel", "A", "en", 0)
+    sender = await repos.senders.ensure("telegram", "42", "42", None, 0)
+    for number in range(2):
+        letter, _ = await repos.letters.add_part(sender.id, part(str(number), "x"), 0, 4000)
+        await repos.letters.decide(letter.id, Decision(letter.id, "approve", "telegram", "9", "Mo", None, 1.0))
+    first = await repos.deliveries.claim_due(10.0, 10)
+    assert len(first) == 1  # the same chat never has two deliveries in flight
+    assert await repos.deliveries.claim_due(10.0, 10, frozenset({("telegram", "-1")})) == []
+    assert await repos.deliveries.recover_in_flight(11.0) == 1  # a crash: 'sending' goes back to the queue
+    again = await repos.deliveries.claim_due(11.0, 10)
+    assert [job.id for job in again] == [first[0].id] and again[0].attempts == 2
+    await repos.db.close()
+
+
+def test_client_split_parts_are_rejoined_with_the_whitespace_the_client_dropped() -> None:
+    assert join_parts(["We are with", "you."]) == "We are with you."
+    assert join_parts(["End of a sentence.", "Next paragraph"]) == "End of a sentence.\nNext paragraph"
+    assert join_parts(["kept ", "as is"]) == "kept as is"
