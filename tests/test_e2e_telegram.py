@@ -52,12 +52,12 @@ class Scene:
     def bot_texts(self, chat: Any) -> list[str]:
         return [message.get("text", "") for message in self.emu.sent_by_bot(chat)]
 
-    async def bot_says(self, chat: Any, pattern: str, count: int = 1, timeout: float = 10) -> list[str]:
+    async def bot_says(self, chat: Any, pattern: str, count: int = 1, within: float = 10) -> list[str]:
         """Wait until at least `count` of the bot's messages in `chat` match `pattern`; returns them."""
         def matching() -> list[str]:
             found = [text for text in self.bot_texts(chat) if re.search(pattern, text)]
             return found if len(found) >= count else []
-        return await self.emu.wait_for(matching, timeout, what=f"bot says {pattern!r} in {chat}")
+        return await self.emu.wait_for(matching, within, what=f"bot says {pattern!r} in {chat}")
 
     async def card(self, number: int) -> dict[str, Any]:
         def find() -> dict[str, Any] | None:
@@ -272,7 +272,7 @@ async def test_rate_limit_and_server_errors_are_retried_without_loss(scene: Scen
     emu.user_sends(scene.alice, "hello all")
     await scene.card(1)
     emu.user_sends(scene.mo, "/approve 1", chat=scene.mods)
-    await scene.bot_says(scene.channel, "Letter of solidarity #1", timeout=20)
+    await scene.bot_says(scene.channel, "Letter of solidarity #1", within=20)
     await scene.bot_says(scene.mods, "#1 delivered to 1 of 1")
     assert len(scene.bot_texts(scene.channel)) == 1
 
