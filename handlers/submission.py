@@ -105,15 +105,15 @@ def _may_grow(ctx: Context, letter: Letter, message: IncomingMessage) -> bool:
 
 
 async def _room_for_more(ctx: Context, sender: Sender, message: IncomingMessage) -> bool:
-    waiting = [letter for letter in await ctx.repos.letters.pending(limit=1000) if letter.sender_id == sender.id]
-    if len(waiting) < MAX_OPEN_LETTERS:
+    waiting = await ctx.repos.letters.waiting_from(sender.id)
+    if waiting < MAX_OPEN_LETTERS:
         return True
     _ = gettext_for(ctx, reader_language(ctx, message))
     await reply(
         ctx,
         message.chat,
         _("You have {count} letters waiting for the moderators. Please wait for their decision before sending more.")
-        .format(count=len(waiting)),
+        .format(count=waiting),
     )
     return False
 

@@ -168,6 +168,13 @@ class LetterRepository:
         )
         return [_letter(row) for row in rows]
 
+    async def waiting_from(self, sender_id: int) -> int:
+        """Letters of this sender still waiting for a decision."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM letters WHERE sender_id = ? AND status = 'pending'", (sender_id,)
+        )
+        return row[0]
+
     async def count_by_sender(self, sender_id: int, up_to_letter: int) -> int:
         row = await self.db.fetchone(
             "SELECT COUNT(*) FROM letters WHERE sender_id = ? AND id <= ?", (sender_id, up_to_letter)

@@ -288,6 +288,21 @@ async def test_group_subscribes_by_its_admin_only(scene: Scene) -> None:
     await scene.bot_says(group, "receives approved letters in Spanish")
 
 
+async def test_channel_subscribes_itself_and_people_read_their_language(scene: Scene) -> None:
+    emu = scene.emu
+    lucia = emu.add_user("Lucía", language_code="es")
+    await scene.start_bot()
+    emu.channel_posts(scene.channel, "/subscribe es")  # only a channel's admins can post in it
+    await scene.bot_says(scene.channel, "Spanish|español")
+    emu.user_sends(lucia, "¡Fuerza!")
+    (receipt,) = await scene.bot_says(lucia, r"#1\b")
+    assert "Gracias" in receipt and "/withdraw 1" in receipt
+    emu.user_sends(scene.mo, "/approve 1", chat=scene.mods)
+    (delivered,) = await scene.bot_says(scene.channel, "#1")
+    assert "¡Fuerza!" in delivered and "Lucía" not in delivered
+    assert delivered.startswith("✊ Carta de solidaridad #1")
+
+
 @pytest.mark.skipif(not CORPUS.exists(), reason="../shared/corpus/letters.jsonl not present: real letters not run")
 async def test_real_letters_from_the_corpus(scene: Scene) -> None:
     emu = scene.emu
