@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.i18n import Catalogues
 from bot.language import UndeterminedDetector
-from bot.pacing import TELEGRAM_RATES, Pacer, Rates
+from bot.pacing import MATRIX_RATES, TELEGRAM_RATES, Pacer, Rates
 from bot.scheduler import TaskScheduler
 from handlers import router, submission
 from handlers.context import Context, Network, Policy, Room
@@ -20,23 +20,34 @@ from handlers.events import Event
 from handlers.ports import SystemClock
 from storage.db import Database
 from storage.repositories import Repositories
+from storage.state import StateRepository
 
 log = logging.getLogger(__name__)
 
 
-def build_networks(settings: Settings) -> dict[str, Network]:
+def build_networks(settings: Settings, state: StateRepository) -> dict[str, Network]:
+    # Imported here so a bot with one network never loads the other's library.
     networks: dict[str, Network] = {}
     if settings.telegram is not None:
         from bot.transports.telegram import TelegramTransport
 
         networks["telegram"] = TelegramTransport(settings.telegram)
+    if settings.matrix is not None:
+        from bot.transports.matrix import MatrixTransport
+
+        store = settings.database.parent / "matrix-store"
+        networks["matrix"] = MatrixTransport(settings.matrix, state, store)
     return networks
 
 
-def moderation_rooms(settings: Settings) -> tuple[Room, ...]:
+def moderation_rooms(settings: Settings, networks: dict[str, Network]) -> tuple[Room, ...]:
     rooms = []
     if settings.telegram is not None:
         rooms.append(Room("telegram", settings.telegram.moderation_chat))
+    matrix = networks.get("matrix")
+    room_id = getattr(matrix, "moderation_room_id", None)
+    if room_id:
+        rooms.append(Room("matrix", room_id))
     return tuple(rooms)
 
 
@@ -50,21 +61,26 @@ class Relay:
     ctx: Context | None = None
     worker: DeliveryWorker | None = None
     scheduler: TaskScheduler = field(default_factory=TaskScheduler)
-    rates: dict[str, Rates] = field(default_factory=lambda: {"telegram": TELEGRAM_RATES})
+    rates: dict[str, Rates] = field(default_factory=lambda: {"telegram": TELEGRAM_RATES, "matrix": MATRIX_RATES})
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _worker_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self.settings
         self.db = await Database.open(settings.database)
-        self.networks = self.networks or build_networks(settings)
+        repos = Repositories.over(self.db)
+        self.networks = self.networks or build_networks(settings, repos.state)
+        for name, network in self.networks.items():
+            log.info("starting %s", name)
+            await network.start(self.dispatch)
         self.ctx = Context(
             policy=Policy(
                 default_language=settings.default_language,
-                moderation_rooms=moderation_rooms(settings),
+                moderation_rooms=moderation_rooms(settings, self.networks),
                 letter_join_seconds=settings.letter_join_seconds,
                 translation_wait=settings.translation_wait,
             ),
-            repos=Repositories.over(self.db),
+            repos=repos,
             networks=self.networks,
             texts=Catalogues.load(settings.locales_dir, settings.default_language),
             clock=SystemClock(),
@@ -74,13 +90,13 @@ class Relay:
         )
         self.worker = DeliveryWorker(self.ctx, {name: Pacer(rates) for name, rates in self.rates.items()})
         self.ctx.wake_delivery = self.worker.wake
-        for name, network in self.networks.items():
-            log.info("starting %s", name)
-            await network.start(self.dispatch)
+        self._ready.set()
         await submission.announce_leftovers(self.ctx)
         self._worker_task = asyncio.create_task(self.worker.run())
 
     async def dispatch(self, event: Event) -> None:
+        # Networks start before the context exists (the Matrix room id is known only once logged in).
+        await self._ready.wait()
         assert self.ctx is not None
         await router.dispatch(event, self.ctx)
 
@@ -122,6 +138,15 @@ async def check(settings: Settings) -> int:
         from bot.transports.telegram import TelegramTransport
 
         problems += await TelegramTransport(settings.telegram).check()
+    if settings.matrix is not None:
+        from bot.transports.matrix import MatrixTransport
+
+        db = await Database.open(settings.database)
+        try:
+            state = Repositories.over(db).state
+            problems += await MatrixTransport(settings.matrix, state, settings.database.parent / "matrix-store").check()
+        finally:
+            await db.close()
     for problem in problems:
         print(problem)
     if not problems:

@@ -25,6 +25,8 @@ class Rates:
 
 # Telegram's documented limits: ~30 messages/s overall, ~1/s into one chat, 20/min into one group or channel.
 TELEGRAM_RATES = Rates(per_second=28.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+# Synapse limits messages per user, not per room; an exempted bot (override_ratelimit) may go this fast.
+MATRIX_RATES = Rates(per_second=20.0, private_interval=0.0, group_interval=0.0, channel_interval=0.0)
 
 
 class Pacer:

@@ -38,14 +38,28 @@ async def on_press(ctx: Context, press: ActionPressed) -> None:
     _ = gettext_for(ctx, ctx.moderation_language())
     network = ctx.network(press.chat.platform)
     action, _sep, number = press.data.partition(":")
+    if action == "react":
+        action, number = await _reacted(ctx, press, number)
     if action not in ("approve", "reject") or not number.isdigit():
-        await network.answer_press(press.token, _("This button is no longer valid."))
+        if not press.data.startswith("react:"):  # people react to cards with all kinds of emoji
+            await network.answer_press(press.token, _("This button is no longer valid."))
         return
     if not await is_moderator(ctx, press.chat, press.user):
         await network.answer_press(press.token, _("Only moderators can decide on letters."))
         return
     outcome = await decide(ctx, int(number), action, press.user, press.chat.platform, None)
     await network.answer_press(press.token, outcome)
+
+
+REACTIONS = {"✅": "approve", "❌": "reject"}
+
+
+async def _reacted(ctx: Context, press: ActionPressed, key: str) -> tuple[str, str]:
+    """A reaction on the first part of a card: (action, letter number), or nothing for any other reaction."""
+    card = await ctx.repos.cards.find(press.message.platform, press.message.chat_id, press.message.message_id)
+    if card is None or card.part != 0 or key not in REACTIONS:
+        return "", ""
+    return REACTIONS[key], str(card.letter_id)
 
 
 async def approve_command(ctx: Context, message: IncomingMessage, command: Command) -> None:

@@ -73,8 +73,8 @@ async def _end(ctx: Context, message: IncomingMessage, platform: str, chat_id: s
 
 
 def _platform_of(ctx: Context, reference: str) -> str | None:
-    """Matrix rooms are !id:server or #alias:server; anything else names a Telegram chat."""
-    platform = "matrix" if reference[:1] in "!#" and ":" in reference else "telegram"
+    """Matrix rooms are !id (room v12: no server part) or #alias:server; anything else names a Telegram chat."""
+    platform = "matrix" if reference[:1] in "!#" else "telegram"
     return platform if platform in ctx.networks else None
 
 

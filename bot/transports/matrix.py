@@ -1,0 +1,408 @@
+"""Matrix through matrix-nio: a sync loop whose events become neutral events; replies become room sends and edits.
+
+The sync token is stored after each batch is handled, so a restart neither replays nor misses events. The
+session (device id, access token) is kept too: a stable device keeps transaction ids meaningful across restarts,
+which is what makes a retried send impossible to duplicate, and the E2EE work later needs the same device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    JoinedMembersResponse,
+    LoginResponse,
+    ReactionEvent,
+    RoomGetStateEventResponse,
+    RoomGetStateResponse,
+    RoomMemberEvent,
+    RoomMessage,
+    RoomMessageText,
+    RoomResolveAliasResponse,
+    RoomSendResponse,
+    SyncResponse,
+)
+
+from bot.config import MatrixSettings
+from handlers.events import (
+    ActionPressed,
+    ChatKind,
+    ChatRef,
+    Event,
+    IncomingMessage,
+    MembershipChanged,
+    OutgoingMessage,
+    RemoteRef,
+    Role,
+    UserRef,
+)
+from handlers.ports import DeliveryError, Dispatch
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "matrix"
+# An event may be 65,536 bytes of JSON; body and formatted_body both carry the text, escaped HTML can grow.
+MAX_TEXT_BYTES = 24_000
+SYNC_TIMEOUT_MS = 30_000
+ADMIN_LEVEL = 50
+KIND_CACHE_SECONDS = 300
+# Room versions before 12 list every creator in m.room.power_levels; from 12 on, creators stand above it.
+PRE_CREATOR_VERSIONS = frozenset(str(version) for version in range(1, 12))
+NOTICE_RETRIES = 3
+
+
+class KeyValue(Protocol):
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str) -> None: ...
+
+
+class MatrixTransport:
+    platform = PLATFORM
+    command_prefix = "!"
+    max_text_length = MAX_TEXT_BYTES
+
+    def __init__(self, settings: MatrixSettings, state: KeyValue, store_path: Path) -> None:
+        self.settings = settings
+        self.state = state
+        store_path.mkdir(parents=True, exist_ok=True)
+        config = AsyncClientConfig(
+            encryption_enabled=False,
+            store_sync_tokens=False,  # we store the token ourselves, after the batch is handled
+            max_limit_exceeded=0,  # a 429 comes back to us: the delivery worker decides, per room
+            max_timeouts=2,
+            request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
+        )
+        self.client = AsyncClient(settings.homeserver, settings.user, store_path=str(store_path), config=config)
+        self.moderation_room_id: str | None = None
+        self._dispatch: Dispatch | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._kinds: dict[str, tuple[ChatKind, float]] = {}
+        self._creators_cache: dict[str, frozenset[str]] = {}
+        self._running = False
+
+    def text_length(self, text: str) -> int:
+        return len(html.escape(text, quote=False).encode("utf-8"))
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+        await self._log_in()
+        self.moderation_room_id = await self._join(self.settings.moderation_room)
+        if self.moderation_room_id is None:
+            log.error("matrix: cannot join the moderation room %s: invite the bot", self.settings.moderation_room)
+        token = await self.state.get("matrix.next_batch")
+        if token is None:
+            token = await self._first_sync()
+        self._running = True
+        self._sync_task = asyncio.create_task(self._sync_forever(token))
+        log.info("matrix: syncing as %s (device %s)", self.client.user_id, self.client.device_id)
+
+    async def _log_in(self) -> None:
+        saved = await self.state.get("matrix.session")
+        if saved:
+            session = json.loads(saved)
+            if session.get("user_id") == self.settings.user:
+                self.client.restore_login(session["user_id"], session["device_id"], session["access_token"])
+                return
+        if self.settings.access_token:
+            self.client.access_token = self.settings.access_token
+            whoami = await self.client.whoami()
+            device_id = getattr(whoami, "device_id", None) or "RELAY"
+            self.client.restore_login(self.settings.user, device_id, self.settings.access_token)
+            return
+        response = await self.client.login(self.settings.password, device_name="Solidarity Relay")
+        if not isinstance(response, LoginResponse):
+            raise RuntimeError(f"matrix login failed: {response.message}")
+        session = {"user_id": response.user_id, "device_id": response.device_id, "access_token": response.access_token}
+        await self.state.put("matrix.session", json.dumps(session))
+
+    async def _first_sync(self) -> str:
+        """A new bot answers invites but does not replay the rooms' history."""
+        response = await self.client.sync(timeout=0, sync_filter={"room": {"timeline": {"limit": 0}}})
+        if not isinstance(response, SyncResponse):
+            raise RuntimeError(f"matrix first sync failed: {response}")
+        for room_id in response.rooms.invite:
+            await self._join(room_id)
+        await self.state.put("matrix.next_batch", response.next_batch)
+        return response.next_batch
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+        await self.client.close()
+
+    # --- the sync loop ---------------------------------------------------------------------------------
+
+    async def _sync_forever(self, token: str) -> None:
+        delay = 1.0
+        while self._running:
+            try:
+                response = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token)
+            except (TimeoutError, OSError) as error:
+                response = None
+                log.warning("matrix: sync failed (%s), retrying in %.0f s", error, delay)
+            if not isinstance(response, SyncResponse):
+                if response is not None:
+                    log.warning("matrix: sync error %s, retrying in %.0f s", response, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+                continue
+            delay = 1.0
+            await self._handle_sync(response)
+            token = response.next_batch
+            await self.state.put("matrix.next_batch", token)
+
+    async def _handle_sync(self, response: SyncResponse) -> None:
+        for room_id in response.rooms.invite:
+            await self._join(room_id)
+        for room_id, info in response.rooms.leave.items():
+            reason = _removal_reason(info.timeline.events, self.client.user_id)
+            self._kinds.pop(room_id, None)
+            await self._emit(MembershipChanged(ChatRef(PLATFORM, room_id, ChatKind.GROUP), False, reason))
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                await self._on_event(room_id, event)
+
+    async def _on_event(self, room_id: str, event: Any) -> None:
+        if isinstance(event, RoomMemberEvent):
+            self._kinds.pop(room_id, None)  # membership changed: a DM may have become a group
+            return
+        if getattr(event, "sender", None) == self.client.user_id:
+            return
+        if isinstance(event, ReactionEvent):
+            await self._emit(await self._press(room_id, event))
+        elif isinstance(event, RoomMessage) and not _is_edit(event):
+            await self._emit(await self._incoming(room_id, event))
+
+    async def _emit(self, event: Event | None) -> None:
+        if event is not None and self._dispatch is not None:
+            await self._dispatch(event)
+
+    async def _incoming(self, room_id: str, event: RoomMessage) -> IncomingMessage:
+        text = event.body if isinstance(event, RoomMessageText) else None
+        return IncomingMessage(
+            event_id=event.event_id,
+            chat=await self._chat(room_id),
+            sender=await self._user(room_id, event.sender),
+            text=text,
+            message_id=event.event_id,
+            received_at=event.server_timestamp / 1000,
+            content_kind="text" if text is not None else event.source.get("content", {}).get("msgtype", "other"),
+            length=len(text or ""),
+            limit=0,  # Matrix clients do not split long messages
+        )
+
+    async def _press(self, room_id: str, event: ReactionEvent) -> ActionPressed:
+        return ActionPressed(
+            event_id=event.event_id,
+            chat=await self._chat(room_id),
+            user=await self._user(room_id, event.sender),
+            message=RemoteRef(PLATFORM, room_id, event.reacts_to),
+            data=f"react:{event.key}",
+        )
+
+    # --- neutral replies -------------------------------------------------------------------------------
+
+    async def send(self, message: OutgoingMessage) -> RemoteRef:
+        content = _content(message)
+        txn = _txn_id(message.idempotency_key) if message.idempotency_key else None
+        event_id = await self._room_send(message.chat_id, "m.room.message", content, txn, notice=txn is None)
+        for action in message.actions:
+            # Moderators then only click the reaction the bot already made.
+            reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": action.label[0]}}
+            await self._room_send(message.chat_id, "m.reaction", reaction, None, notice=True)
+        return RemoteRef(PLATFORM, message.chat_id, event_id)
+
+    async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        new_content = _content(message)
+        content = {
+            **new_content,
+            "body": "* " + new_content["body"],
+            "m.new_content": new_content,
+            "m.relates_to": {"rel_type": "m.replace", "event_id": ref.message_id},
+        }
+        await self._room_send(ref.chat_id, "m.room.message", content, None, notice=True)
+
+    async def _room_send(self, room_id: str, kind: str, content: dict[str, Any], txn: str | None, notice: bool) -> str:
+        """One room send. Notices wait out a short rate limit themselves; broadcasts leave that to the worker."""
+        for attempt in range(NOTICE_RETRIES + 1):
+            try:
+                response = await self.client.room_send(room_id, kind, content, tx_id=txn)
+            except (TimeoutError, OSError) as error:
+                raise DeliveryError(f"homeserver unreachable: {error}", retryable=True) from error
+            if isinstance(response, RoomSendResponse):
+                return response.event_id
+            error = _normalise(response)
+            if not (notice and error.retry_after is not None and attempt < NOTICE_RETRIES and error.retry_after <= 30):
+                raise error
+            await asyncio.sleep(error.retry_after)
+        raise AssertionError("unreachable")
+
+    # --- questions about rooms and people -----------------------------------------------------------------
+
+    async def role_of(self, chat_id: str, user_id: str) -> Role:
+        if user_id not in await self._members(chat_id):
+            return Role.OUTSIDER
+        return Role.ADMIN if await self._power(chat_id, user_id) >= ADMIN_LEVEL else Role.MEMBER
+
+    async def _power(self, room_id: str, user_id: str) -> float:
+        if user_id in await self._creators(room_id):
+            return float("inf")  # room v12+: creators outrank every power level (nio 0.26 reports 0)
+        levels = await self._state(room_id, "m.room.power_levels")
+        return float(levels.get("users", {}).get(user_id, levels.get("users_default", 0)))
+
+    async def resolve_chat(self, reference: str) -> ChatRef | None:
+        room_id = await self._join(reference)
+        if room_id is None:
+            return None
+        name = (await self._state(room_id, "m.room.name")).get("name")
+        return ChatRef(PLATFORM, room_id, await self._kind(room_id), name or reference)
+
+    async def can_post(self, chat_id: str) -> bool:
+        if self.client.user_id not in await self._members(chat_id):
+            return False
+        levels = await self._state(chat_id, "m.room.power_levels")
+        needed = levels.get("events", {}).get("m.room.message", levels.get("events_default", 0))
+        return await self._power(chat_id, self.client.user_id) >= needed
+
+    async def answer_press(self, token: str | None, text: str) -> None:
+        """Matrix reactions have no private answer; the outcome shows on the card itself."""
+
+    async def check(self) -> list[str]:
+        try:
+            await self._log_in()
+            if await self._join(self.settings.moderation_room) is None:
+                return [f"MATRIX_MODERATION_ROOM: cannot join {self.settings.moderation_room} (invite the bot)"]
+            print(f"matrix: logged in as {self.client.user_id}")
+            return []
+        except (RuntimeError, OSError, TimeoutError) as error:
+            return [f"MATRIX_HOMESERVER / MATRIX_USER: {error}"]
+        finally:
+            await self.client.close()
+
+    async def _join(self, room: str) -> str | None:
+        if room.startswith("#"):
+            resolved = await self.client.room_resolve_alias(room)
+            if not isinstance(resolved, RoomResolveAliasResponse):
+                return None
+            room = resolved.room_id
+        response = await self.client.join(room)
+        if isinstance(response, ErrorResponse):
+            log.info("matrix: cannot join %s: %s", room, response.message)
+            return None
+        return room
+
+    async def _chat(self, room_id: str) -> ChatRef:
+        return ChatRef(PLATFORM, room_id, await self._kind(room_id))
+
+    async def _kind(self, room_id: str) -> ChatKind:
+        """A room of two (the bot and one person) is a private chat; the moderation room never is."""
+        cached = self._kinds.get(room_id)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        members = await self._members(room_id)
+        kind = ChatKind.PRIVATE if len(members) == 2 and room_id != self.moderation_room_id else ChatKind.GROUP
+        self._kinds[room_id] = (kind, time.monotonic() + KIND_CACHE_SECONDS)
+        return kind
+
+    async def _members(self, room_id: str) -> dict[str, str]:
+        response = await self.client.joined_members(room_id)
+        if not isinstance(response, JoinedMembersResponse):
+            return {}
+        return {member.user_id: member.display_name or member.user_id for member in response.members}
+
+    async def _user(self, room_id: str, user_id: str) -> UserRef:
+        member = await self._state(room_id, "m.room.member", user_id)
+        name = member.get("displayname") or user_id.split(":")[0].lstrip("@")
+        return UserRef(PLATFORM, user_id, name, None)
+
+    async def _state(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any]:
+        response = await self.client.room_get_state_event(room_id, event_type, state_key)
+        return dict(response.content) if isinstance(response, RoomGetStateEventResponse) else {}
+
+    async def _creators(self, room_id: str) -> frozenset[str]:
+        """Who created the room, when that alone gives them unlimited power (room v12 and later).
+
+        The create event never changes, so the answer is kept. Its content has no creator field from v11 on:
+        the sender of the event itself is the creator.
+        """
+        if room_id not in self._creators_cache:
+            creators: frozenset[str] = frozenset()
+            response = await self.client.room_get_state(room_id)
+            for state in getattr(response, "events", []):
+                content = state.get("content", {})
+                version = content.get("room_version", "1")
+                if state.get("type") == "m.room.create" and version not in PRE_CREATOR_VERSIONS:
+                    creators = frozenset({state.get("sender"), *content.get("additional_creators", [])})
+            if isinstance(response, RoomGetStateResponse):
+                self._creators_cache[room_id] = creators
+            return creators
+        return self._creators_cache[room_id]
+
+
+def _is_edit(event: RoomMessage) -> bool:
+    relates = event.source.get("content", {}).get("m.relates_to", {})
+    return relates.get("rel_type") == "m.replace"
+
+
+def _removal_reason(events: list[Any], user_id: str | None) -> str:
+    for event in reversed(events):
+        if isinstance(event, RoomMemberEvent) and event.state_key == user_id:
+            if event.membership == "ban":
+                return "bot was banned"
+            if event.sender != user_id:
+                return "bot was kicked"
+    return "bot left the room"
+
+
+def _content(message: OutgoingMessage) -> dict[str, Any]:
+    plain = "\n\n".join(part for part in (message.title, message.text, message.footer) if part)
+    pieces = []
+    if message.title:
+        pieces.append(f"<b>{_html(message.title)}</b>")
+    pieces.append(_html(message.text))
+    if message.footer:
+        pieces.append(f"<i>{_html(message.footer)}</i>")
+    return {
+        "msgtype": "m.notice" if message.silent else "m.text",
+        "body": plain,
+        "format": "org.matrix.custom.html",
+        "formatted_body": "<br><br>".join(pieces),
+        "m.mentions": {},  # a letter's @room or user IDs must ping no one
+    }
+
+
+def _html(text: str) -> str:
+    return html.escape(text, quote=False).replace("\n", "<br>")
+
+
+def _txn_id(key: str) -> str:
+    return "relay-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def _normalise(response: ErrorResponse) -> DeliveryError:
+    code = response.status_code or ""
+    if code == "M_LIMIT_EXCEEDED" or getattr(response, "retry_after_ms", None):
+        seconds = (response.retry_after_ms or 1000) / 1000
+        return DeliveryError(f"rate limited for {seconds:g} s", retryable=True, retry_after=seconds)
+    if code in ("M_FORBIDDEN", "M_NOT_FOUND", "M_UNKNOWN") and "not in room" in response.message.lower():
+        return DeliveryError(response.message, retryable=False, gone=True)
+    if code == "M_FORBIDDEN":
+        return DeliveryError(response.message, retryable=False, gone=True)
+    status = getattr(getattr(response, "transport_response", None), "status", 0) or 0
+    return DeliveryError(f"{code} {response.message}".strip(), retryable=status >= 500 or not code)
+
