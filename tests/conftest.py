@@ -17,6 +17,9 @@ from storage.db import Database
 from storage.repositories import Repositories
 from tests.fakes import FakeNetwork, ManualClock, ManualScheduler
 
+# One Synapse per test session for every Matrix test, and its log tail in the report of a failing one.
+pytest_plugins = ("tests.synapse_fixtures",)
+
 ROOT = Path(__file__).resolve().parents[1]
 MODS = "-100500"
 
