@@ -6,18 +6,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.config import Settings
 from bot.delivery import DeliveryWorker
 from bot.i18n import Catalogues
-from bot.language import UndeterminedDetector
-from bot.pacing import MATRIX_RATES, TELEGRAM_RATES, Pacer, Rates
+from bot.language import LinguaDetector
+from bot.pacing import MATRIX_RATES, TELEGRAM_PAID_RATES, TELEGRAM_RATES, Pacer, Rates
 from bot.scheduler import TaskScheduler
 from handlers import router, submission
 from handlers.context import Context, Network, Policy, Room
 from handlers.events import Event
-from handlers.ports import SystemClock
+from handlers.ports import SystemClock, Translator
+from handlers.translating import TranslationService
 from storage.db import Database
 from storage.repositories import Repositories
 from storage.state import StateRepository
@@ -38,6 +39,26 @@ def build_networks(settings: Settings, state: StateRepository) -> dict[str, Netw
         store = settings.database.parent / "matrix-store"
         networks["matrix"] = MatrixTransport(settings.matrix, state, store)
     return networks
+
+
+def make_translator(settings: Settings) -> Translator | None:
+    if settings.translator == "none":
+        return None
+    from bot.translation import build_translator  # deep-translator is loaded only when used
+
+    return build_translator(settings)
+
+
+def rates_for(settings: Settings) -> dict[str, Rates]:
+    """The platforms' documented limits, or the operator's own global rates where set."""
+    paid = settings.telegram is not None and settings.telegram.paid_broadcast
+    telegram = TELEGRAM_PAID_RATES if paid else TELEGRAM_RATES
+    if settings.telegram_per_second:
+        telegram = replace(telegram, per_second=settings.telegram_per_second)
+    matrix = MATRIX_RATES
+    if settings.matrix_per_second:
+        matrix = replace(matrix, per_second=settings.matrix_per_second)
+    return {"telegram": telegram, "matrix": matrix}
 
 
 def moderation_rooms(settings: Settings, networks: dict[str, Network]) -> tuple[Room, ...]:
@@ -61,7 +82,8 @@ class Relay:
     ctx: Context | None = None
     worker: DeliveryWorker | None = None
     scheduler: TaskScheduler = field(default_factory=TaskScheduler)
-    rates: dict[str, Rates] = field(default_factory=lambda: {"telegram": TELEGRAM_RATES, "matrix": MATRIX_RATES})
+    rates: dict[str, Rates] | None = None  # None: from the settings
+    translator: Translator | None = None  # None: built from the settings
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _worker_task: asyncio.Task[None] | None = None
 
@@ -73,6 +95,12 @@ class Relay:
         for name, network in self.networks.items():
             log.info("starting %s", name)
             await network.start(self.dispatch)
+        translator = self.translator or make_translator(settings)
+        translating = None
+        if translator is not None:
+            translating = TranslationService(
+                translator, repos.translations, SystemClock(), settings.translation_wait, self._wake_delivery
+            )
         self.ctx = Context(
             policy=Policy(
                 default_language=settings.default_language,
@@ -85,14 +113,19 @@ class Relay:
             texts=Catalogues.load(settings.locales_dir, settings.default_language),
             clock=SystemClock(),
             scheduler=self.scheduler,
-            detector=UndeterminedDetector(),
-            translator=None,
+            detector=LinguaDetector(),
+            translating=translating,
         )
-        self.worker = DeliveryWorker(self.ctx, {name: Pacer(rates) for name, rates in self.rates.items()})
+        rates = self.rates or rates_for(settings)
+        self.worker = DeliveryWorker(self.ctx, {name: Pacer(rates[name]) for name in self.networks})
         self.ctx.wake_delivery = self.worker.wake
         self._ready.set()
         await submission.announce_leftovers(self.ctx)
         self._worker_task = asyncio.create_task(self.worker.run())
+
+    def _wake_delivery(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
 
     async def dispatch(self, event: Event) -> None:
         # Networks start before the context exists (the Matrix room id is known only once logged in).
@@ -107,6 +140,11 @@ class Relay:
         if self._worker_task is not None:
             await asyncio.gather(self._worker_task, return_exceptions=True)
         await self.scheduler.cancel_all()
+        if self.ctx is not None and self.ctx.translating is not None:
+            await self.ctx.translating.close()
+            close = getattr(self.ctx.translating.translator, "close", None)
+            if close is not None:
+                await close()
         for name, network in self.networks.items():
             with contextlib.suppress(Exception):
                 await network.stop()

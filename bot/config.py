@@ -58,6 +58,8 @@ class Settings:
     translation_wait: float
     default_language: str
     log_level: str
+    telegram_per_second: float | None
+    matrix_per_second: float | None
     locales_dir: Path
 
     @classmethod
@@ -67,7 +69,7 @@ class Settings:
             telegram=_telegram(reader),
             matrix=_matrix(reader),
             database=Path(reader.text("DATABASE", "data/relay.db")),
-            translator=reader.choice("TRANSLATOR", TRANSLATORS, "none"),
+            translator=reader.choice("TRANSLATOR", TRANSLATORS, "google"),
             libretranslate_url=reader.optional("LIBRETRANSLATE_URL"),
             libretranslate_api_key=reader.optional("LIBRETRANSLATE_API_KEY"),
             deepl_api_key=reader.optional("DEEPL_API_KEY"),
@@ -75,6 +77,8 @@ class Settings:
             translation_wait=reader.number("TRANSLATION_WAIT", 600.0, minimum=0, maximum=7 * 86400),
             default_language=reader.language("DEFAULT_LANGUAGE", "en"),
             log_level=reader.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+            telegram_per_second=reader.optional_number("TELEGRAM_MESSAGES_PER_SECOND", minimum=0.1, maximum=1000),
+            matrix_per_second=reader.optional_number("MATRIX_MESSAGES_PER_SECOND", minimum=0.05, maximum=1000),
             locales_dir=locales_dir or Path(__file__).resolve().parent.parent / "locales",
         )
         if settings.telegram is None and settings.matrix is None:
@@ -162,6 +166,9 @@ class _Reader:
         if value not in choices:
             raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+    def optional_number(self, name: str, minimum: float, maximum: float) -> float | None:
+        return None if self.optional(name) is None else self.number(name, 0.0, minimum, maximum)
 
     def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
         raw = self.optional(name)

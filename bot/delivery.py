@@ -10,15 +10,19 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from dataclasses import dataclass
 
 from bot.pacing import Pacer
 from handlers import broadcast
 from handlers.context import Context
-from handlers.ports import DeliveryError
+from handlers.ports import DeliveryError, NotReady
 from storage.deliveries import DeliveryJob
 
 log = logging.getLogger(__name__)
+
+# Card edits count against the moderation chat's own rate limit (Telegram: 20 a minute into a group).
+PROGRESS_EVERY = 10.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
+        self._progress_shown: dict[int, float] = {}
+        # One card edit at a time, so a late progress edit can never overwrite the final report.
+        self._report_lock = asyncio.Lock()
 
     def wake(self) -> None:
         self._wake.set()
@@ -98,6 +105,9 @@ class DeliveryWorker:
             await self._send_parts(job)
         except DeliveryError as error:
             await self._failed(job, error)
+        except NotReady as waiting:
+            await self.ctx.repos.deliveries.postpone(job.id, self.ctx.clock.now() + waiting.retry_in)
+            return
         except asyncio.CancelledError:
             await asyncio.shield(self.ctx.repos.deliveries.release(job.id, self.ctx.clock.now()))
             raise
@@ -105,9 +115,17 @@ class DeliveryWorker:
             log.exception("delivery %d: unexpected error", job.id)
             await self._failed(job, DeliveryError(repr(error), retryable=True))
         try:
-            await broadcast.report_if_finished(self.ctx, job.letter_id)
+            await self._report(job.letter_id)
         except Exception:
             log.exception("letter #%d: report failed", job.letter_id)
+
+    async def _report(self, letter_id: int) -> None:
+        async with self._report_lock:
+            now = time.monotonic()
+            if now - self._progress_shown.get(letter_id, 0.0) >= PROGRESS_EVERY:
+                self._progress_shown[letter_id] = now
+                await broadcast.show_progress(self.ctx, letter_id)
+            await broadcast.report_if_finished(self.ctx, letter_id)
 
     async def _send_parts(self, job: DeliveryJob) -> None:
         repos, clock = self.ctx.repos, self.ctx.clock

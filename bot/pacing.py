@@ -1,7 +1,9 @@
 """Even spacing of sends: a global rate per platform and a minimum interval per destination chat.
 
 Reserving the next free slot (instead of reacting to 429s) keeps a broadcast under the platform's limits
-without ever pausing unrelated destinations; a `retry_after` pushes back only the chat that got it.
+without ever pausing unrelated destinations; a `retry_after` pushes back only the chat that got it. When 429s
+come from several chats within a few seconds, the platform's global limit is lower than we thought: the global
+rate is cut, then recovers slowly once they stop (additive increase, multiplicative decrease).
 """
 
 from __future__ import annotations
@@ -24,9 +26,19 @@ class Rates:
 
 
 # Telegram's documented limits: ~30 messages/s overall, ~1/s into one chat, 20/min into one group or channel.
-TELEGRAM_RATES = Rates(per_second=28.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+TELEGRAM_RATES = Rates(per_second=29.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+# With allow_paid_broadcast (paid in Telegram Stars) the overall limit is 1,000 messages/s.
+TELEGRAM_PAID_RATES = Rates(per_second=990.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
 # Synapse limits messages per user, not per room; an exempted bot (override_ratelimit) may go this fast.
 MATRIX_RATES = Rates(per_second=20.0, private_interval=0.0, group_interval=0.0, channel_interval=0.0)
+
+
+# 429s from this many different chats within the window mean the global rate is too high.
+CROWDED_CHATS = 2
+CROWDED_WINDOW = 5.0
+CUT_FACTOR = 0.7
+RECOVERY_PER_SECOND = 0.05  # of the configured rate, regained per second without a crowded 429
+FLOOR_PER_SECOND = 0.5
 
 
 class Pacer:
@@ -41,6 +53,15 @@ class Pacer:
         self.sleep = sleep
         self._next_global = 0.0
         self._next_for_chat: dict[str, float] = {}
+        self._rate = rates.per_second
+        self._last_change = clock()
+        self._recent_429s: dict[str, float] = {}
+
+    @property
+    def rate(self) -> float:
+        """The global rate in force now, recovered towards the configured one since the last cut."""
+        recovered = self._rate + self.rates.per_second * RECOVERY_PER_SECOND * (self.clock() - self._last_change)
+        return min(self.rates.per_second, recovered)
 
     async def acquire(self, chat_id: str, kind: str) -> None:
         """Wait for this chat's next slot, then for a free global slot.
@@ -55,16 +76,22 @@ class Pacer:
             await self.sleep(chat_slot - now)
         now = self.clock()
         global_slot = max(now, self._next_global)
-        self._next_global = global_slot + 1.0 / self.rates.per_second
+        self._next_global = global_slot + 1.0 / self.rate
         # Measure the chat's interval from the moment it really sends.
         self._next_for_chat[chat_id] = max(self._next_for_chat[chat_id], global_slot + self.rates.interval(kind))
         if global_slot > now:
             await self.sleep(global_slot - now)
 
     def pause(self, chat_id: str, seconds: float) -> None:
-        """The platform asked this chat to wait."""
-        until = self.clock() + seconds
-        self._next_for_chat[chat_id] = max(self._next_for_chat.get(chat_id, 0.0), until)
+        """The platform asked this chat to wait; 429s across several chats also slow everything down."""
+        now = self.clock()
+        self._next_for_chat[chat_id] = max(self._next_for_chat.get(chat_id, 0.0), now + seconds)
+        self._recent_429s = {chat: at for chat, at in self._recent_429s.items() if now - at < CROWDED_WINDOW}
+        self._recent_429s[chat_id] = now
+        if len(self._recent_429s) >= CROWDED_CHATS:
+            self._rate = max(self.rate * CUT_FACTOR, FLOOR_PER_SECOND)
+            self._last_change = now
+            self._recent_429s.clear()
 
     def forget_idle(self) -> None:
         """Drop chats whose slot is in the past, so the table does not grow with every chat ever served."""

@@ -9,6 +9,7 @@ from handlers.common import gettext_for, send
 from handlers.context import Context
 from handlers.events import OutgoingMessage
 from handlers.text import split_text
+from handlers.translating import LetterText
 from storage.letters import Letter
 
 log = logging.getLogger(__name__)
@@ -17,18 +18,24 @@ log = logging.getLogger(__name__)
 BROADCAST_OVERHEAD = 200
 
 
-async def text_in(ctx: Context, letter: Letter, language: str) -> tuple[str, str | None]:
-    """The letter's text for readers of `language`, and the language it was translated from (None: original).
+async def text_in(ctx: Context, letter: Letter, language: str) -> LetterText:
+    """The letter's text for readers of `language`: a stored translation, the original, or NotReady."""
+    if ctx.translating is None:
+        stored = await ctx.repos.translations.get(letter.id, language)  # a moderator's own translation
+        if stored is not None and letter.language not in ("und", language):
+            return LetterText(stored, translated_from=letter.language)
+        return LetterText(letter.text)
+    return await ctx.translating.text_for(letter, language)
 
-    A translation is made once per letter and language, stored, and reused by every subscription.
-    """
-    if ctx.translator is None or letter.language in ("und", language):
-        return letter.text, None
-    stored = await ctx.repos.translations.get(letter.id, language)
-    if stored is None:
-        stored = await ctx.translator.translate(letter.text, letter.language, language)
-        await ctx.repos.translations.put(letter.id, language, stored, ctx.translator.name, ctx.clock.now())
-    return stored, letter.language
+
+def _footer(ctx: Context, letter: Letter, text: LetterText, language: str) -> str | None:
+    _ = gettext_for(ctx, language)
+    original = ctx.texts.language_name(letter.language, language)
+    if text.translated_from is not None:
+        return _("— translated from {language}").format(language=original)
+    if text.untranslated:
+        return _("— no translation was available: this is the original, in {language}").format(language=original)
+    return None
 
 
 async def compose(ctx: Context, letter: Letter, platform: str, chat_id: str, language: str) -> list[OutgoingMessage]:
@@ -37,13 +44,11 @@ async def compose(ctx: Context, letter: Letter, platform: str, chat_id: str, lan
     Nothing here names the sender: a letter reaches subscribers as its text alone.
     """
     _ = gettext_for(ctx, language)
-    text, source = await text_in(ctx, letter, language)
-    footer = None
-    if source is not None:
-        footer = _("— translated from {language}").format(language=ctx.texts.language_name(source, language))
+    letter_text = await text_in(ctx, letter, language)
+    footer = _footer(ctx, letter, letter_text, language)
     network = ctx.network(platform)
-    bodies = [part.strip() for part in split_text(text, network.max_text_length - BROADCAST_OVERHEAD,
-                                                  network.text_length)]
+    limit = network.max_text_length - BROADCAST_OVERHEAD
+    bodies = [part.strip() for part in split_text(letter_text.text, limit, network.text_length)]
     title = _("✊ Letter of solidarity #{number}").format(number=letter.id)
     messages = []
     for index, body in enumerate(bodies):
@@ -54,8 +59,17 @@ async def compose(ctx: Context, letter: Letter, platform: str, chat_id: str, lan
             title=numbered,
             footer=footer if index == len(bodies) - 1 else None,
             idempotency_key=f"relay-{letter.id}-{chat_id}-{index}",
+            broadcast=True,
         ))
     return messages
+
+
+async def show_progress(ctx: Context, letter_id: int) -> None:
+    """"delivering 340/1000" on the letter's cards while its broadcast runs."""
+    progress = await ctx.repos.deliveries.progress(letter_id)
+    decision = await ctx.repos.letters.deciding(letter_id)
+    if progress.open and decision is not None:
+        await cards.show_status(ctx, letter_id, cards.decision_status(ctx, decision, progress))
 
 
 async def report_if_finished(ctx: Context, letter_id: int) -> None:

@@ -60,17 +60,33 @@ async def card_message(ctx: Context, room: Room, letter: Letter, status: str | N
     )
 
 
-async def post_cards(ctx: Context, letter: Letter) -> None:
+CARD_ATTEMPTS = 10
+
+
+async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
+    """A card in every moderation room that has none yet; a room that fails for now is tried again later."""
+    posted = {(card.platform, card.chat_id, card.part) for card in await ctx.repos.cards.for_letter(letter.id)}
     for room in ctx.policy.moderation_rooms:
         bodies = card_bodies(ctx, room, letter)
         for part in range(len(bodies)):
+            if (room.platform, room.chat_id, part) in posted:
+                continue
             message = await card_message(ctx, room, letter, None, part)
             try:
                 ref = await ctx.network(room.platform).send(message)
             except DeliveryError as error:
                 log.error("letter #%d: card not posted in %s %s: %s", letter.id, room.platform, room.chat_id, error)
+                if error.retryable and attempt < CARD_ATTEMPTS:
+                    delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 300)
+                    ctx.scheduler.call_later(delay, lambda: _post_again(ctx, letter.id, attempt + 1))
                 break
             await ctx.repos.cards.add(Card(letter.id, ref.platform, ref.chat_id, ref.message_id, part, len(bodies)))
+
+
+async def _post_again(ctx: Context, letter_id: int, attempt: int) -> None:
+    letter = await ctx.repos.letters.get(letter_id)
+    if letter is not None and letter.status == "pending":
+        await post_cards(ctx, letter, attempt)
 
 
 def decision_status(ctx: Context, decision: Decision, progress: Progress | None = None) -> str:

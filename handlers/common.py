@@ -57,13 +57,26 @@ def command_text(ctx: Context, platform: str, command: str) -> str:
     return ctx.network(platform).command_prefix + command
 
 
-async def send(ctx: Context, platform: str, message: OutgoingMessage) -> RemoteRef | None:
-    """Send a notice; a failure is logged, not raised, so one unreachable chat never stops a handler."""
+NOTICE_ATTEMPTS = 6
+
+
+async def send(ctx: Context, platform: str, message: OutgoingMessage, attempt: int = 1) -> RemoteRef | None:
+    """Send a notice; a failure is logged, not raised, so one unreachable chat never stops a handler.
+
+    A passing failure (429, 5xx, network) is tried again later from a timer, never by sleeping here.
+    """
     try:
         return await ctx.network(platform).send(message)
     except DeliveryError as error:
         log.warning("could not send to %s chat %s: %s", platform, message.chat_id, error.reason)
+        if error.retryable and attempt < NOTICE_ATTEMPTS:
+            delay = error.retry_after if error.retry_after is not None else 2.0**attempt
+            ctx.scheduler.call_later(delay, lambda: _resend(ctx, platform, message, attempt + 1))
         return None
+
+
+async def _resend(ctx: Context, platform: str, message: OutgoingMessage, attempt: int) -> None:
+    await send(ctx, platform, message, attempt)
 
 
 async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None) -> RemoteRef | None:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from handlers.ports import ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Translator, Transport
+from handlers.ports import ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Transport
+from handlers.translating import TranslationService
 from storage.repositories import Repositories
 
 # A text at least this close to the platform's limit was probably cut there by the client.
@@ -44,7 +45,7 @@ class Context:
     clock: Clock
     scheduler: Scheduler
     detector: LanguageDetector
-    translator: Translator | None
+    translating: TranslationService | None
     wake_delivery: Callable[[], None] = lambda: None
     # Serialises joining, announcing and deciding, whose check-then-act steps span several awaits.
     letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -111,4 +111,5 @@ class OutgoingMessage:
     footer: str | None = None
     actions: tuple[Action, ...] = field(default=())
     silent: bool = False
+    broadcast: bool = False  # a letter to a subscriber (Telegram may send these as paid broadcasts)
     idempotency_key: str | None = None  # a stable key so a retried send cannot post twice where the platform allows

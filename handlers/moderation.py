@@ -13,7 +13,9 @@ from storage.letters import Decision, Letter
 
 log = logging.getLogger(__name__)
 
-MODERATION_COMMANDS = frozenset({"approve", "reject", "pending", "stats", "ban", "unban", "subscribers"})
+MODERATION_COMMANDS = frozenset(
+    {"approve", "reject", "pending", "stats", "ban", "unban", "subscribers", "lang", "translation"}
+)
 
 
 async def is_moderator(ctx: Context, chat: ChatRef, user: UserRef | None) -> bool:
@@ -226,6 +228,58 @@ async def help_moderators(ctx: Context, message: IncomingMessage, command: Comma
         "{p}pending: letters waiting · {p}stats: numbers\n"
         "{p}ban N / {p}unban N: refuse or accept again the sender of letter N\n"
         "{p}subscribe CHAT LANG / {p}unsubscribe CHAT: subscribe a channel, group or room\n"
+        "{p}lang N xx: correct letter N's language · {p}translation N LANG [text]: show or replace a translation\n"
         "{p}subscribers: who receives letters · {p}id: this chat's id"
     ).format(p=p)
     await reply(ctx, message.chat, text)
+
+
+async def lang_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    """`lang N xx`: correct a letter's detected language (`und`: send it untranslated)."""
+    _ = gettext_for(ctx, ctx.moderation_language())
+    words = command.words
+    number = letter_number(words[0]) if len(words) == 2 else None
+    code = words[1].lower() if len(words) == 2 else ""
+    if number is None or not (code == "und" or ctx.texts.is_language(code)):
+        usage = command_text(ctx, message.chat.platform, "lang 12 es")
+        await reply(ctx, message.chat, _("Which letter and language? For example: {command}").format(command=usage))
+        return
+    if not await ctx.repos.letters.set_language(number, code):
+        await reply(ctx, message.chat, _("There is no letter #{number}.").format(number=number))
+        return
+    await ctx.repos.translations.forget_made(number)
+    if ctx.translating is not None:
+        ctx.translating.forget(number)
+    name = ctx.texts.language_name(code, ctx.moderation_language())
+    done = _("Letter #{number} is now marked as {language}.").format(number=number, language=name)
+    await reply(ctx, message.chat, done)
+
+
+async def translation_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    """`translation N LANG` shows the stored translation; `translation N LANG text` replaces it."""
+    _ = gettext_for(ctx, ctx.moderation_language())
+    parts = command.args.split(None, 2)
+    number = letter_number(parts[0]) if len(parts) >= 2 else None
+    language = parts[1].lower() if len(parts) >= 2 else ""
+    letter = await ctx.repos.letters.get(number) if number is not None else None
+    if letter is None or not ctx.texts.is_language(language):
+        usage = command_text(ctx, message.chat.platform, "translation 12 fr")
+        await reply(ctx, message.chat, _("Which letter and language? For example: {command}").format(command=usage))
+        return
+    name = ctx.texts.language_name(language, ctx.moderation_language())
+    if len(parts) == 3:
+        await ctx.repos.translations.put(letter.id, language, parts[2].strip(), "moderator", ctx.clock.now())
+        await reply(ctx, message.chat, _("The {language} translation of #{number} is replaced; letters not yet sent "
+                                         "will use it.").format(language=name, number=letter.id))
+        return
+    stored = await ctx.repos.translations.get(letter.id, language)
+    if stored is not None:
+        title = _("#{number} in {language}:").format(number=letter.id, language=name)
+        await reply(ctx, message.chat, stored, title=title)
+        return
+    if ctx.translating is not None and letter.language not in ("und", language):
+        ctx.translating.request(letter, language)
+        text = _("No {language} translation of #{number} yet; I am making one. Ask again in a moment.")
+    else:
+        text = _("No {language} translation of #{number} is stored.")
+    await reply(ctx, message.chat, text.format(language=name, number=letter.id))

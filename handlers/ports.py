@@ -108,3 +108,14 @@ class Scheduler(Protocol):
     """Runs a coroutine later, outside the handler that asked (handlers never sleep)."""
 
     def call_later(self, delay: float, job: Callable[[], Awaitable[None]]) -> None: ...
+
+
+class NotReady(Exception):
+    """Something a delivery needs is still being made (a translation): try again in `retry_in` seconds.
+
+    Not a failure: the delivery keeps its place and its retry budget.
+    """
+
+    def __init__(self, what: str, retry_in: float) -> None:
+        super().__init__(what)
+        self.retry_in = retry_in

@@ -35,6 +35,8 @@ MODERATION_ROOM: dict[str, CommandHandler] = {
     "subscribe": subscriptions.subscribe_other,
     "unsubscribe": subscriptions.unsubscribe_other,
     "subscribers": subscriptions.subscribers,
+    "lang": moderation.lang_command,
+    "translation": moderation.translation_command,
     "id": subscriptions.chat_id,
 }
 

@@ -198,6 +198,9 @@ async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> 
 
 
 async def announce_leftovers(ctx: Context) -> None:
-    """At start-up: letters stored before a crash but never announced get their receipt and cards now."""
+    """At start-up: letters stored before a crash but never announced get their receipt and cards now,
+    and pending letters get the cards a crash or an outage kept them from (a new moderation room too)."""
     for letter in await ctx.repos.letters.unannounced():
         await announce_when_complete(ctx, letter.id)
+    for letter in await ctx.repos.letters.pending(limit=10_000):
+        await cards.post_cards(ctx, letter)

@@ -116,6 +116,14 @@ class DeliveryRepository:
             (at, delivery_id),
         )
 
+    async def postpone(self, delivery_id: int, next_attempt_at: float) -> None:
+        """Not tried (something it needs is not ready): back to the queue without spending an attempt."""
+        await self.db.execute(
+            """UPDATE deliveries SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt_at = ?
+               WHERE id = ? AND state = 'sending'""",
+            (next_attempt_at, delivery_id),
+        )
+
     async def next_due_at(self) -> float | None:
         row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'queued'")
         return row[0]

@@ -15,6 +15,12 @@ class TranslationRepository:
         )
         return row["text"] if row else None
 
+    async def forget_made(self, letter_id: int) -> None:
+        """Drop machine translations (made from a wrong source language); moderators' own texts stay."""
+        await self.db.execute(
+            "DELETE FROM translations WHERE letter_id = ? AND source != 'moderator'", (letter_id,)
+        )
+
     async def put(self, letter_id: int, language: str, text: str, source: str, at: float) -> None:
         await self.db.execute(
             """INSERT INTO translations (letter_id, language, text, source, created_at) VALUES (?, ?, ?, ?, ?)

@@ -79,7 +79,7 @@ async def world() -> AsyncIterator[World]:
         clock=clock,
         scheduler=scheduler,
         detector=FixedDetector(),
-        translator=None,
+        translating=None,
     )
     moderator = UserRef("telegram", "900", "Mo", "en")
     network.roles[(MODS, "900")] = Role.MEMBER

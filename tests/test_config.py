@@ -70,5 +70,5 @@ def test_defaults() -> None:
     assert settings.telegram is not None
     assert settings.telegram.api_url == "https://api.telegram.org"
     assert settings.database == Path("data/relay.db")
-    assert settings.letter_join_seconds == 5 and settings.default_language == "en" and settings.translator == "none"
+    assert settings.letter_join_seconds == 5 and settings.default_language == "en" and settings.translator == "google"
     assert TOKEN not in repr(settings)

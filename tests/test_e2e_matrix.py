@@ -48,6 +48,7 @@ class Room:
             "MATRIX_MODERATION_ROOM": self.mods,
             "DATABASE": str(self.database),
             "LETTER_JOIN_SECONDS": "1",
+            "TRANSLATOR": "none",
             **self.telegram,
         })
 

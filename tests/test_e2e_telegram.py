@@ -40,6 +40,7 @@ class Scene:
             "TELEGRAM_MODERATION_CHAT": str(self.mods["id"]),
             "DATABASE": str(self.database),
             "LETTER_JOIN_SECONDS": str(join_seconds),
+            "TRANSLATOR": "none",
         })
         relay = Relay(settings, rates={"telegram": rates})
         await relay.start()

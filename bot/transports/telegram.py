@@ -128,6 +128,7 @@ class TelegramTransport:
                 reply_markup=_keyboard(message),
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
                 disable_notification=message.silent,
+                allow_paid_broadcast=True if message.broadcast and self.settings.paid_broadcast else None,
             )
         except TelegramError as error:
             raise normalise(error) from error

@@ -25,6 +25,7 @@ import inspect
 import itertools
 import json
 import math
+import random
 import re
 import sys
 import time
@@ -342,6 +343,9 @@ class TelegramEmulator:
         self.strict_ampersand = strict_ampersand
         self.self_check = self_check  # validate every answer against the spec: catches emulator bugs
         self.limits: Limits | None = None
+        # Fault injection: this share of sending calls answers 429 (retry after 1 s), chosen by a seeded RNG.
+        self.random_429 = 0.0
+        self._chaos = random.Random(20261123)
         self.count_429 = 0
         self.clock: Callable[[], float] = time.monotonic  # for Limits; tests may replace it
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -538,6 +542,9 @@ class TelegramEmulator:
                 raise ApiError(copy.deepcopy(failure.body))
 
     def _check_limits(self, method: str, params: dict[str, Any]) -> None:
+        if self.random_429 and method.lower().startswith(SENDING_PREFIXES) and self._chaos.random() < self.random_429:
+            self.count_429 += 1
+            raise ApiError(_too_many_requests(1))
         limits = self.limits
         if limits is None or not method.lower().startswith(SENDING_PREFIXES) or "chat_id" not in params:
             return
@@ -691,6 +698,10 @@ class TelegramEmulator:
     def _owner(self, chat: Chat, fallback: dict[str, Any]) -> dict[str, Any]:
         owner = next((uid for uid, s in chat.members.items() if s == "creator"), None)
         return dict(self._users[owner]) if owner else dict(fallback)
+
+    def start_private_chat(self, user: UserLike) -> dict[str, Any]:
+        """The user pressed Start long ago: the bot may write to them, and no update is queued now."""
+        return self._private_chat(self._user(user)).api()
 
     def block_bot(self, user_id: UserLike) -> None:
         """The user blocks the bot: sending to them answers 403 "bot was blocked by the user"."""

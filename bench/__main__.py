@@ -1,0 +1,95 @@
+"""Run the benchmarks: `python -m bench [--only 1,3] [--quick]`; the summary also goes to bench/latest.txt.
+
+1  Telegram, emulator without limits: 2,000 subscriptions, deliveries/s ÷ a bare PTB send_message loop (≥ 0.9)
+2  Telegram, emulator with Telegram's limits: 600 mixed subscriptions, elapsed ÷ 20 s minimum (≤ 1.05, no 429)
+3  Matrix, real Synapse: 200 rooms, bot ÷ a bare matrix-nio room_send loop (≥ 0.9)
+4  Scale: 100,000 subscriptions: enqueue time, bytes per delivery row, peak RSS in a subprocess (≤ 150 MiB)
+
+Benchmarks report; they never fail on speed. The exit status is 1 only when a benchmark could not run (an error), never for a missed goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+from bench.common import ROOT, Result, print_block, quiet_logging, summary  # noqa: E402
+
+NAMES = {
+    1: "Telegram, no limits",
+    2: "Telegram, real limits",
+    3: "Matrix, real Synapse",
+    4: "Scale: 100,000 subscriptions",
+}
+GOALS = {1: "≥ 0.9", 2: "≤ 1.05 with 0 × 429", 3: "≥ 0.9", 4: "≤ 150 MiB peak RSS"}
+
+
+def benchmark(number: int, quick: bool) -> Callable[[], Awaitable[Result]]:
+    """The benchmark's coroutine function, with its sizes (--quick: a smoke check, minutes → seconds)."""
+    if number == 1:
+        from bench.telegram import no_limits
+
+        return lambda: no_limits(300 if quick else 2000)
+    if number == 2:
+        from bench.telegram import with_limits
+
+        return lambda: with_limits(*((60, 15, 15) if quick else (400, 100, 100)))
+    if number == 3:
+        from bench.matrix import rooms
+
+        return lambda: rooms(30 if quick else 200)
+    if number == 4:
+        from bench.scale import scale
+
+        return lambda: scale(*((10_000, 1_000) if quick else (100_000, 5_000)))
+    raise ValueError(number)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="1,2,3,4", help="comma-separated benchmark numbers (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke check (< 1 minute)")
+    args = parser.parse_args(argv)
+    try:
+        args.numbers = sorted({int(part) for part in args.only.split(",") if part.strip()})
+    except ValueError:
+        parser.error(f"--only takes numbers like 1,3, got {args.only!r}")
+    if not args.numbers or any(number not in NAMES for number in args.numbers):
+        parser.error(f"--only takes numbers among {sorted(NAMES)}, got {args.only!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    quiet_logging()
+    started = time.monotonic()
+    results: list[Result] = []
+    broken = 0
+    for number in args.numbers:
+        print(f"\n… [{number}] {NAMES[number]}{' (quick)' if args.quick else ''}", flush=True)
+        began = time.monotonic()
+        try:
+            result = asyncio.run(benchmark(number, args.quick)())
+        except Exception as error:
+            traceback.print_exc()
+            broken += 1
+            result = Result(number, NAMES[number], f"could not run: {type(error).__name__}: {error}",
+                            GOALS[number], None)
+        result.lines.append(("took", f"{time.monotonic() - began:.0f} s (set-up included)"))
+        print_block(result)
+        results.append(result)
+    table = summary(results, args.quick, time.monotonic() - started)
+    print("\n" + table)
+    (ROOT / "bench" / "latest.txt").write_text(table + "\n", encoding="utf-8")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
