@@ -275,3 +275,33 @@ async def test_telegram_letter_approved_in_matrix_reaches_both_networks(room: Ro
         assert "reply_markup" not in edited
         await room.mo.wait_for_text(room.mods, room.bot_user, "#1 delivered to 2 of 2 subscribers")
         await room.stop_bot()
+
+
+async def test_synapse_restart_mid_broadcast_delivers_exactly_once(room: Room, homeserver: Homeserver) -> None:
+    relay = Relay(room.settings(), rates={"matrix": Rates(per_second=8, private_interval=0, group_interval=0,
+                                                             channel_interval=0)})
+    await relay.start()
+    room.relays.append(relay)
+    admin = await homeserver.register(fresh_name("ad"), exempt=True)
+    rooms = []
+    for _ in range(24):
+        room_id = await admin.create_room(name=fresh_name("Sub"), invite=[room.bot_user])
+        rooms.append(room_id)
+    assert relay.ctx is not None
+    for room_id in rooms:  # straight into storage: !subscribe itself is tested above, and Mo is rate limited
+        await _until_joined(admin, room_id, room.bot_user)
+        await relay.ctx.repos.subscriptions.subscribe("matrix", room_id, "group", None, "en", 0)
+    await room.letter_from_alice("through the storm", 1)
+    await room.mo.send_text(room.mods, "!approve 1")
+
+    for _ in range(400):
+        if (await relay.ctx.repos.deliveries.progress(1)).sent >= 4:
+            break
+        await asyncio.sleep(0.025)
+    sent_before = (await relay.ctx.repos.deliveries.progress(1)).sent
+    await homeserver.restart()  # mid-broadcast: in-flight sends fail and are retried with the same txn id
+    assert 0 < sent_before < 24
+    await room.mo.wait_for_text(room.mods, room.bot_user, "#1 delivered to 24 of 24", within=90)
+    for room_id in rooms:
+        copies = [t for t in await admin.texts_from(room_id, room.bot_user) if t.startswith("✊ Letter of solidarity")]
+        assert len(copies) == 1, f"{room_id} got {len(copies)} copies"
