@@ -16,8 +16,9 @@ SUPPORTED = (
 )
 # Enough text to decide; a long letter's first pages say what language it is in.
 SAMPLE_CHARACTERS = 3000
-# Below this relative distance between the two likeliest languages, the text is unclear.
-MINIMUM_DISTANCE = 0.1
+# Below this relative distance between the two likeliest languages the text is unclear: better untranslated
+# (a moderator can set it with `lang N xx`) than translated from the wrong language.
+MINIMUM_DISTANCE = 0.25
 
 
 class LinguaDetector:
