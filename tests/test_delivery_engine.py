@@ -26,6 +26,7 @@ from tests.emulators.telegram import Limits, TelegramEmulator
 TOKEN = "123456:TEST-engine-token"
 ROOT = Path(__file__).resolve().parents[1]
 LETTER = "Solidarity from the engine room ✊"
+FAST_RATES = Rates(per_second=200, private_interval=0, group_interval=0, channel_interval=0)
 
 
 class Broadcast:
@@ -183,3 +184,50 @@ async def test_kill_9_mid_broadcast_loses_nothing_and_duplicates_at_most_the_sen
     print(f"kill -9 with {killed_at} of 1000 delivered: {duplicates} duplicates after the restart")
     assert killed_at < 1000
     assert duplicates <= DeliveryWorker(None, {}).concurrency  # type: ignore[arg-type]
+
+
+async def test_progress_shows_on_the_card_then_the_final_report(scene: Broadcast) -> None:
+    await scene.subscribe(channels=40)
+    relay = await run_relay(scene, Rates(per_second=20, private_interval=0, group_interval=0, channel_interval=0))
+    try:
+        await scene.submit_and_approve()
+        report = await scene.report(within=30)
+    finally:
+        await relay.stop()
+    edits = [call["text"] for call in scene.emu.calls_of("editMessageText")]
+    assert any(re.search(r"approved by Mo · delivering \d+/40", text) for text in edits)
+    assert "approved by Mo · delivered to 40 of 40" in edits[-1]
+    assert report.startswith("#1 delivered to 40 of 40")
+
+
+async def test_paid_broadcast_flag_goes_only_on_letters(scene: Broadcast) -> None:
+    await scene.subscribe(channels=3)
+    relay = await run_relay(scene, FAST_RATES, TELEGRAM_PAID_BROADCAST="true")
+    try:
+        await scene.submit_and_approve()
+        await scene.report(within=30)
+    finally:
+        await relay.stop()
+    letters = [call for call in scene.emu.calls_of("sendMessage") if "Letter of solidarity" in call["text"]]
+    notices = [call for call in scene.emu.calls_of("sendMessage") if "Letter of solidarity" not in call["text"]]
+    assert len(letters) == 3 and all(call.get("allow_paid_broadcast") is True for call in letters)
+    assert notices and all("allow_paid_broadcast" not in call for call in notices)
+
+
+async def test_group_that_became_a_supergroup_is_followed(scene: Broadcast) -> None:
+    group = scene.emu.add_group("Old group", supergroup=False)
+    scene.chats.append({**group, "kind": "group"})
+    await scene.subscribe()
+    new_id = scene.emu.migrate_group(group)
+    relay = await run_relay(scene, FAST_RATES)
+    try:
+        await scene.submit_and_approve()
+        report = await scene.report(within=30)
+    finally:
+        await relay.stop()
+    assert report.startswith("#1 delivered to 1 of 1")
+    assert any(m.get("text", "").startswith("✊ Letter of solidarity #1") for m in scene.emu.sent_by_bot(new_id))
+    db = await Database.open(scene.database)
+    moved = await Repositories.over(db).subscriptions.find("telegram", str(new_id))
+    await db.close()
+    assert moved is not None and moved.active
