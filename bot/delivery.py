@@ -16,13 +16,19 @@ from dataclasses import dataclass
 from bot.pacing import Pacer
 from handlers import broadcast
 from handlers.context import Context
+from handlers.events import OutgoingMessage
 from handlers.ports import DeliveryError, NotReady
+from handlers.translating import LetterText
 from storage.deliveries import DeliveryJob
+from storage.letters import Letter
 
 log = logging.getLogger(__name__)
 
 # Card edits count against the moderation chat's own rate limit (Telegram: 20 a minute into a group).
 PROGRESS_EVERY = 10.0
+# A moderator's `lang` correction reaches deliveries within this time.
+LETTER_CACHE_SECONDS = 5.0
+RENDER_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class DeliveryWorker:
         self._stopping = False
         self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
         self._progress_shown: dict[int, float] = {}
+        self._letters: dict[int, tuple[Letter, float]] = {}
+        self._rendered: dict[tuple[int, str, str, LetterText], list[OutgoingMessage]] = {}
         # One card edit at a time, so a late progress edit can never overwrite the final report.
         self._report_lock = asyncio.Lock()
 
@@ -129,9 +137,7 @@ class DeliveryWorker:
 
     async def _send_parts(self, job: DeliveryJob) -> None:
         repos, clock = self.ctx.repos, self.ctx.clock
-        letter = await repos.letters.get(job.letter_id)
-        assert letter is not None
-        messages = await broadcast.compose(self.ctx, letter, job.platform, job.chat_id, job.language)
+        messages = await self._messages(job)
         network = self.ctx.network(job.platform)
         pacer = self.pacers[job.platform]
         remote_ids = list(job.remote_ids)
@@ -139,8 +145,26 @@ class DeliveryWorker:
             await pacer.acquire(job.chat_id, job.kind)
             ref = await network.send(messages[index])
             remote_ids.append(ref.message_id)
-            await repos.deliveries.record_part(job.id, index + 1, tuple(remote_ids), clock.now())
-        await repos.deliveries.mark_sent(job.id, clock.now())
+            if index + 1 < len(messages):
+                await repos.deliveries.record_part(job.id, index + 1, tuple(remote_ids), clock.now())
+        await repos.deliveries.mark_sent(job.id, len(messages), tuple(remote_ids), clock.now())
+
+    async def _messages(self, job: DeliveryJob) -> list[OutgoingMessage]:
+        """This delivery's parts. Rendering (splitting a long text) is done once per letter, platform and
+        text, not once per chat; the letter itself is re-read at most every few seconds."""
+        letter = self._letters.get(job.letter_id)
+        if letter is None or letter[1] < time.monotonic():
+            fresh = await self.ctx.repos.letters.get(job.letter_id)
+            assert fresh is not None
+            letter = self._letters[job.letter_id] = (fresh, time.monotonic() + LETTER_CACHE_SECONDS)
+        text = await broadcast.text_in(self.ctx, letter[0], job.language)
+        key = (job.letter_id, job.platform, job.language, text)
+        parts = self._rendered.get(key)
+        if parts is None:
+            if len(self._rendered) > RENDER_CACHE_SIZE:
+                self._rendered.clear()
+            parts = self._rendered[key] = broadcast.render(self.ctx, letter[0], job.platform, job.language, text)
+        return broadcast.address(parts, job.letter_id, job.chat_id)
 
     async def _failed(self, job: DeliveryJob, error: DeliveryError) -> None:
         repos, now = self.ctx.repos, self.ctx.clock.now()

@@ -29,8 +29,9 @@ class Rates:
 TELEGRAM_RATES = Rates(per_second=29.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
 # With allow_paid_broadcast (paid in Telegram Stars) the overall limit is 1,000 messages/s.
 TELEGRAM_PAID_RATES = Rates(per_second=990.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
-# Synapse limits messages per user, not per room; an exempted bot (override_ratelimit) may go this fast.
-MATRIX_RATES = Rates(per_second=20.0, private_interval=0.0, group_interval=0.0, channel_interval=0.0)
+# Synapse limits messages per user, not per room: an exempted bot (override_ratelimit) goes as fast as the
+# homeserver answers; a bot that is not exempted gets 429s, and the rate adapts down to what it is allowed.
+MATRIX_RATES = Rates(per_second=100.0, private_interval=0.0, group_interval=0.0, channel_interval=0.0)
 
 
 # 429s from this many different chats within the window mean the global rate is too high.
@@ -52,6 +53,7 @@ class Pacer:
         self.clock = clock
         self.sleep = sleep
         self._next_global = 0.0
+        self._last_sent = float("-inf")
         self._next_for_chat: dict[str, float] = {}
         self._rate = rates.per_second
         self._last_change = clock()
@@ -75,12 +77,17 @@ class Pacer:
         if chat_slot > now:
             await self.sleep(chat_slot - now)
         now = self.clock()
+        spacing = 1.0 / self.rate
         global_slot = max(now, self._next_global)
-        self._next_global = global_slot + 1.0 / self.rate
-        # Measure the chat's interval from the moment it really sends.
-        self._next_for_chat[chat_id] = max(self._next_for_chat[chat_id], global_slot + self.rates.interval(kind))
+        self._next_global = global_slot + spacing
         if global_slot > now:
             await self.sleep(global_slot - now)
+        # Tasks woken late by a busy loop would otherwise send in a burst: keep real sends apart too.
+        while (gap := self._last_sent + spacing - self.clock()) > 0:
+            await self.sleep(gap)
+        self._last_sent = self.clock()
+        # Measure the chat's interval from the moment it really sends.
+        self._next_for_chat[chat_id] = max(self._next_for_chat[chat_id], self._last_sent + self.rates.interval(kind))
 
     def pause(self, chat_id: str, seconds: float) -> None:
         """The platform asked this chat to wait; 429s across several chats also slow everything down."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from handlers import cards
 from handlers.common import gettext_for, send
@@ -43,25 +44,36 @@ async def compose(ctx: Context, letter: Letter, platform: str, chat_id: str, lan
 
     Nothing here names the sender: a letter reaches subscribers as its text alone.
     """
+    parts = render(ctx, letter, platform, language, await text_in(ctx, letter, language))
+    return address(parts, letter.id, chat_id)
+
+
+def render(
+    ctx: Context, letter: Letter, platform: str, language: str, letter_text: LetterText
+) -> list[OutgoingMessage]:
+    """The parts of a letter for one platform and language, not yet addressed (the same for every chat)."""
     _ = gettext_for(ctx, language)
-    letter_text = await text_in(ctx, letter, language)
     footer = _footer(ctx, letter, letter_text, language)
     network = ctx.network(platform)
     limit = network.max_text_length - BROADCAST_OVERHEAD
     bodies = [part.strip() for part in split_text(letter_text.text, limit, network.text_length)]
     title = _("✊ Letter of solidarity #{number}").format(number=letter.id)
-    messages = []
-    for index, body in enumerate(bodies):
-        numbered = title if len(bodies) == 1 else f"{title} ({index + 1}/{len(bodies)})"
-        messages.append(OutgoingMessage(
-            chat_id=chat_id,
+    return [
+        OutgoingMessage(
+            chat_id="",
             text=body,
-            title=numbered,
+            title=title if len(bodies) == 1 else f"{title} ({index + 1}/{len(bodies)})",
             footer=footer if index == len(bodies) - 1 else None,
-            idempotency_key=f"relay-{letter.id}-{chat_id}-{index}",
             broadcast=True,
-        ))
-    return messages
+        )
+        for index, body in enumerate(bodies)
+    ]
+
+
+def address(parts: list[OutgoingMessage], letter_id: int, chat_id: str) -> list[OutgoingMessage]:
+    # The key is stable across retries and restarts, so a platform with idempotent sends never posts twice.
+    return [replace(part, chat_id=chat_id, idempotency_key=f"relay-{letter_id}-{chat_id}-{index}")
+            for index, part in enumerate(parts)]
 
 
 async def show_progress(ctx: Context, letter_id: int) -> None:
@@ -74,11 +86,11 @@ async def show_progress(ctx: Context, letter_id: int) -> None:
 
 async def report_if_finished(ctx: Context, letter_id: int) -> None:
     """Once no delivery of the letter is open: the final status on its cards and a report in every room."""
-    progress = await ctx.repos.deliveries.progress(letter_id)
-    if progress.open:
+    if await ctx.repos.deliveries.any_open(letter_id):
         return
     if not await ctx.repos.letters.mark_reported(letter_id, ctx.clock.now()):
         return
+    progress = await ctx.repos.deliveries.progress(letter_id)
     decision = await ctx.repos.letters.deciding(letter_id)
     if decision is None:
         return

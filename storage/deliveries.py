@@ -86,8 +86,11 @@ class DeliveryRepository:
             (parts_sent, ",".join(remote_ids), at, delivery_id),
         )
 
-    async def mark_sent(self, delivery_id: int, at: float) -> None:
-        await self._finish(delivery_id, "sent", None, at)
+    async def mark_sent(self, delivery_id: int, parts_sent: int, remote_ids: tuple[str, ...], at: float) -> None:
+        await self.db.execute(
+            "UPDATE deliveries SET state = 'sent', parts_sent = ?, remote_ids = ?, updated_at = ? WHERE id = ?",
+            (parts_sent, ",".join(remote_ids), at, delivery_id),
+        )
 
     async def mark_failed(self, delivery_id: int, error: str, at: float) -> None:
         await self._finish(delivery_id, "failed", error, at)
@@ -127,6 +130,13 @@ class DeliveryRepository:
     async def next_due_at(self) -> float | None:
         row = await self.db.fetchone("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'queued'")
         return row[0]
+
+    async def any_open(self, letter_id: int) -> bool:
+        """Whether the letter still has deliveries to make (asked after every send: an index lookup)."""
+        row = await self.db.fetchone(
+            "SELECT 1 FROM deliveries WHERE letter_id = ? AND state IN ('queued', 'sending') LIMIT 1", (letter_id,)
+        )
+        return row is not None
 
     async def progress(self, letter_id: int) -> Progress:
         rows = await self.db.fetchall(
