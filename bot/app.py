@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass, field, replace
 
 from bot.config import Settings
-from bot.delivery import DeliveryWorker
+from bot.delivery import MAX_CONCURRENCY, MIN_CONCURRENCY, ROUND_TRIP_SECONDS, DeliveryWorker
 from bot.i18n import Catalogues
 from bot.language import LinguaDetector
 from bot.pacing import MATRIX_RATES, TELEGRAM_PAID_RATES, TELEGRAM_RATES, Pacer, Rates
@@ -32,7 +32,8 @@ def build_networks(settings: Settings, state: StateRepository) -> dict[str, Netw
     if settings.telegram is not None:
         from bot.transports.telegram import TelegramTransport
 
-        networks["telegram"] = TelegramTransport(settings.telegram)
+        rate = rates_for(settings)["telegram"].per_second
+        networks["telegram"] = TelegramTransport(settings.telegram, connection_pool_size=pool_size_for(rate))
     if settings.matrix is not None:
         from bot.transports.matrix import MatrixTransport
 
@@ -47,6 +48,11 @@ def make_translator(settings: Settings) -> Translator | None:
     from bot.translation import build_translator  # deep-translator is loaded only when used
 
     return build_translator(settings)
+
+
+def pool_size_for(per_second: float) -> int:
+    # Sends in flight plus room for replies, card edits and the long poll's neighbours.
+    return int(min(max(per_second * ROUND_TRIP_SECONDS, MIN_CONCURRENCY), MAX_CONCURRENCY)) + 8
 
 
 def rates_for(settings: Settings) -> dict[str, Rates]:

@@ -18,16 +18,25 @@ from handlers import broadcast
 from handlers.context import Context
 from handlers.events import OutgoingMessage
 from handlers.ports import DeliveryError, NotReady
-from handlers.translating import LetterText
 from storage.deliveries import DeliveryJob
-from storage.letters import Letter
 
 log = logging.getLogger(__name__)
 
+# Enough sends in flight to keep the fastest platform busy across a ~0.2 s round trip, and no more: a larger
+# pool costs CPU in httpx/httpcore for every request (measured: it scans all connections per event).
+ROUND_TRIP_SECONDS = 0.2
+MIN_CONCURRENCY, MAX_CONCURRENCY = 8, 128
+
+
+def concurrency_for(pacers: dict[str, Pacer]) -> int:
+    fastest = max((pacer.rates.per_second for pacer in pacers.values()), default=1.0)
+    return int(min(max(fastest * ROUND_TRIP_SECONDS, MIN_CONCURRENCY), MAX_CONCURRENCY))
+
+
 # Card edits count against the moderation chat's own rate limit (Telegram: 20 a minute into a group).
 PROGRESS_EVERY = 10.0
-# A moderator's `lang` correction reaches deliveries within this time.
-LETTER_CACHE_SECONDS = 5.0
+# A moderator's correction of a letter's language or translation reaches deliveries within this time.
+RENDER_CACHE_SECONDS = 5.0
 RENDER_CACHE_SIZE = 64
 
 
@@ -44,20 +53,24 @@ class RetryPolicy:
 
 class DeliveryWorker:
     def __init__(
-        self, ctx: Context, pacers: dict[str, Pacer], concurrency: int = 32, retry: RetryPolicy | None = None
+        self, ctx: Context, pacers: dict[str, Pacer], concurrency: int | None = None, retry: RetryPolicy | None = None
     ) -> None:
         self.ctx = ctx
         self.pacers = pacers
-        self.concurrency = concurrency
+        self.concurrency = concurrency or concurrency_for(pacers)
         self.retry = retry or RetryPolicy()
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
         self._progress_shown: dict[int, float] = {}
-        self._letters: dict[int, tuple[Letter, float]] = {}
-        self._rendered: dict[tuple[int, str, str, LetterText], list[OutgoingMessage]] = {}
-        # One card edit at a time, so a late progress edit can never overwrite the final report.
-        self._report_lock = asyncio.Lock()
+        self._rendered: dict[tuple[int, str, str], tuple[list[OutgoingMessage], float]] = {}
+        # Letters whose cards may need an update; one reporter works through them, one edit at a time, so a
+        # late progress edit can never overwrite the final report.
+        self._touched: set[int] = set()
+        self._touched_event = asyncio.Event()
+        # Sends waiting to be recorded: many go into one transaction (a group commit) while the last one runs.
+        self._to_commit: list[tuple[tuple[int, int, tuple[str, ...]], asyncio.Future[None]]] = []
+        self._committing = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -67,12 +80,18 @@ class DeliveryWorker:
         recovered = await repos.deliveries.recover_in_flight(self.ctx.clock.now())
         if recovered:
             log.info("delivery: %d deliveries were in flight at the last stop; sending them again", recovered)
-        while not self._stopping:
-            self._wake.clear()
-            started = await self._claim_and_start()
-            if started and len(self._in_flight) < self.concurrency:
-                continue  # there may be more due right now
-            await self._sleep_until_due()
+        reporter = asyncio.create_task(self._reporter())
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                started = await self._claim_and_start()
+                if started and len(self._in_flight) < self.concurrency:
+                    continue  # there may be more due right now
+                await self._sleep_until_due()
+        finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+            await self._report_touched()  # the last deliveries' reports are not lost to the shutdown
 
     async def _claim_and_start(self) -> int:
         free = self.concurrency - len(self._in_flight)
@@ -122,18 +141,56 @@ class DeliveryWorker:
         except Exception as error:
             log.exception("delivery %d: unexpected error", job.id)
             await self._failed(job, DeliveryError(repr(error), retryable=True))
-        try:
-            await self._report(job.letter_id)
-        except Exception:
-            log.exception("letter #%d: report failed", job.letter_id)
+        self._touched.add(job.letter_id)
+        self._touched_event.set()
+
+    async def _reporter(self) -> None:
+        while True:
+            await self._touched_event.wait()
+            self._touched_event.clear()
+            await self._report_touched()
+
+    async def _report_touched(self) -> None:
+        letters, self._touched = self._touched, set()
+        for letter_id in sorted(letters):
+            try:
+                await self._report(letter_id)
+            except Exception:
+                log.exception("letter #%d: report failed", letter_id)
 
     async def _report(self, letter_id: int) -> None:
-        async with self._report_lock:
-            now = time.monotonic()
-            if now - self._progress_shown.get(letter_id, 0.0) >= PROGRESS_EVERY:
-                self._progress_shown[letter_id] = now
-                await broadcast.show_progress(self.ctx, letter_id)
-            await broadcast.report_if_finished(self.ctx, letter_id)
+        now = time.monotonic()
+        if now - self._progress_shown.get(letter_id, 0.0) >= PROGRESS_EVERY:
+            self._progress_shown[letter_id] = now
+            await broadcast.show_progress(self.ctx, letter_id)
+        await broadcast.report_if_finished(self.ctx, letter_id)
+
+    async def _record_sent(self, job: DeliveryJob, parts: int, remote_ids: tuple[str, ...]) -> None:
+        """Returns once the delivery is durably recorded as sent; commits are shared by the sends that are
+        waiting for one, so the database never becomes the bottleneck of a broadcast."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_commit.append(((job.id, parts, remote_ids), future))
+        if not self._committing:
+            self._committing = True
+            asyncio.get_running_loop().create_task(self._commit())
+        await future
+
+    async def _commit(self) -> None:
+        try:
+            while self._to_commit:
+                batch, self._to_commit = self._to_commit, []
+                try:
+                    await self.ctx.repos.deliveries.mark_sent([entry for entry, _ in batch], self.ctx.clock.now())
+                except Exception as error:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._committing = False
 
     async def _send_parts(self, job: DeliveryJob) -> None:
         repos, clock = self.ctx.repos, self.ctx.clock
@@ -147,24 +204,25 @@ class DeliveryWorker:
             remote_ids.append(ref.message_id)
             if index + 1 < len(messages):
                 await repos.deliveries.record_part(job.id, index + 1, tuple(remote_ids), clock.now())
-        await repos.deliveries.mark_sent(job.id, len(messages), tuple(remote_ids), clock.now())
+        await self._record_sent(job, len(messages), tuple(remote_ids))
 
     async def _messages(self, job: DeliveryJob) -> list[OutgoingMessage]:
-        """This delivery's parts. Rendering (splitting a long text) is done once per letter, platform and
-        text, not once per chat; the letter itself is re-read at most every few seconds."""
-        letter = self._letters.get(job.letter_id)
-        if letter is None or letter[1] < time.monotonic():
-            fresh = await self.ctx.repos.letters.get(job.letter_id)
-            assert fresh is not None
-            letter = self._letters[job.letter_id] = (fresh, time.monotonic() + LETTER_CACHE_SECONDS)
-        text = await broadcast.text_in(self.ctx, letter[0], job.language)
-        key = (job.letter_id, job.platform, job.language, text)
-        parts = self._rendered.get(key)
-        if parts is None:
+        """This delivery's parts, rendered once per letter, language and platform rather than once per chat.
+
+        What was rendered is reused for a few seconds only, so a moderator's correction (`lang`, `translation`)
+        reaches every delivery that is not yet sent.
+        """
+        key = (job.letter_id, job.language, job.platform)
+        cached = self._rendered.get(key)
+        if cached is None or cached[1] < time.monotonic():
+            letter = await self.ctx.repos.letters.get(job.letter_id)
+            assert letter is not None
+            text = await broadcast.text_in(self.ctx, letter, job.language)  # NotReady while being translated
             if len(self._rendered) > RENDER_CACHE_SIZE:
                 self._rendered.clear()
-            parts = self._rendered[key] = broadcast.render(self.ctx, letter[0], job.platform, job.language, text)
-        return broadcast.address(parts, job.letter_id, job.chat_id)
+            parts = broadcast.render(self.ctx, letter, job.platform, job.language, text)
+            cached = self._rendered[key] = (parts, time.monotonic() + RENDER_CACHE_SECONDS)
+        return broadcast.address(cached[0], job.letter_id, job.chat_id)
 
     async def _failed(self, job: DeliveryJob, error: DeliveryError) -> None:
         repos, now = self.ctx.repos, self.ctx.clock.now()

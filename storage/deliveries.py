@@ -86,11 +86,13 @@ class DeliveryRepository:
             (parts_sent, ",".join(remote_ids), at, delivery_id),
         )
 
-    async def mark_sent(self, delivery_id: int, parts_sent: int, remote_ids: tuple[str, ...], at: float) -> None:
-        await self.db.execute(
-            "UPDATE deliveries SET state = 'sent', parts_sent = ?, remote_ids = ?, updated_at = ? WHERE id = ?",
-            (parts_sent, ",".join(remote_ids), at, delivery_id),
-        )
+    async def mark_sent(self, sent: list[tuple[int, int, tuple[str, ...]]], at: float) -> None:
+        """(delivery id, parts sent, remote ids) of many deliveries, in one transaction (a group commit)."""
+        async with self.db.transaction() as db:
+            await db.executemany(
+                "UPDATE deliveries SET state = 'sent', parts_sent = ?, remote_ids = ?, updated_at = ? WHERE id = ?",
+                [(parts, ",".join(remote_ids), at, delivery_id) for delivery_id, parts, remote_ids in sent],
+            )
 
     async def mark_failed(self, delivery_id: int, error: str, at: float) -> None:
         await self._finish(delivery_id, "failed", error, at)

@@ -62,7 +62,8 @@ class TelegramTransport:
     command_prefix = "/"
     max_text_length = MAX_TEXT
 
-    def __init__(self, settings: TelegramSettings, connection_pool_size: int = 64) -> None:
+    def __init__(self, settings: TelegramSettings, connection_pool_size: int = 16) -> None:
+        # The pool matches the delivery worker's sends in flight (see bot.delivery.concurrency_for).
         self.settings = settings
         self.application: Application = (
             ApplicationBuilder()
