@@ -9,6 +9,7 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,9 +19,9 @@ from pathlib import Path
 
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
-from bot.pacing import Rates  # noqa: E402  (PTB_TIMEDELTA must be set before anything imports telegram)
-from storage.deliveries import Progress  # noqa: E402
-from storage.repositories import Repositories  # noqa: E402
+from bot.pacing import Rates
+from storage.deliveries import Progress
+from storage.repositories import Repositories
 
 ROOT = Path(__file__).resolve().parents[1]
 # No pacing at all: the engine's own overhead is what benchmark 1 and 4 look at.
@@ -35,12 +36,13 @@ LETTER = (
 @dataclass
 class Result:
     number: int
-    name: str
+    name: str  # short, for the summary table
     headline: str  # the figure the goal is about, e.g. "0.93 × bare PTB loop"
     goal: str
     met: bool | None  # None: not measured (an error)
     details: str = ""  # absolute figures, short, for the summary table
     lines: list[tuple[str, str]] = field(default_factory=list)  # the block: (label, text)
+    title: str = ""  # the block's heading; the name when empty
 
     @property
     def verdict(self) -> str:
@@ -48,7 +50,7 @@ class Result:
 
 
 def print_block(result: Result) -> None:
-    print(f"\n== [{result.number}] {result.name}", flush=True)
+    print(f"\n== [{result.number}] {result.title or result.name}", flush=True)
     width = max([len(label) for label, _ in result.lines] + [6])
     for label, text in result.lines:
         print(f"   {label:<{width}}  {text}")
@@ -65,7 +67,18 @@ def summary(results: list[Result], quick: bool, seconds: float) -> str:
     for row in rows:
         lines.append("  ".join(cell.ljust(widths[i]) if i < 5 else cell for i, cell in enumerate(row)).rstrip())
     lines.append(f"machine: {machine()}")
+    lines.append(f"engine: {engine_version()}")
     return "\n".join(lines)
+
+
+def engine_version() -> str:
+    """The commit measured, and whether the working tree had changes on top of it (others edit meanwhile)."""
+    try:
+        found = subprocess.run(["git", "describe", "--always", "--dirty=+uncommitted changes", "--abbrev=10"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"git {found.stdout.strip() or 'unknown'}"
 
 
 def machine() -> str:
@@ -160,6 +173,7 @@ class BroadcastTimes:
     last_sent: float | None
     retried: int  # deliveries that needed more than one attempt
     by_kind: dict[str, float]  # chat kind → when its last delivery was recorded as sent
+    retry_reasons: dict[str, int]  # "kind: last error" → deliveries that needed more than one attempt
 
     @property
     def elapsed(self) -> float | None:
@@ -179,7 +193,21 @@ async def broadcast_times(repos: Repositories, letter_id: int) -> BroadcastTimes
            WHERE d.letter_id = ? AND d.state = 'sent' GROUP BY s.kind ORDER BY 2""",
         (letter_id,),
     )
-    return BroadcastTimes(decided_at, first, last, retried or 0, {row[0]: row[1] - decided_at for row in rows})
+    reasons = await db.fetchall(
+        """SELECT s.kind || ': ' || COALESCE(d.last_error, '?'), COUNT(*) FROM deliveries d
+           JOIN subscriptions s ON s.id = d.subscription_id
+           WHERE d.letter_id = ? AND d.attempts > 1 GROUP BY 1 ORDER BY 2 DESC""",
+        (letter_id,),
+    )
+    return BroadcastTimes(decided_at, first, last, retried or 0, {row[0]: row[1] - decided_at for row in rows},
+                          {row[0]: row[1] for row in reasons})
+
+
+def retries_text(times: BroadcastTimes) -> str:
+    if not times.retried:
+        return "retried deliveries: 0"
+    reasons = "; ".join(f"{count}× {reason}" for reason, count in times.retry_reasons.items())
+    return f"retried deliveries: {times.retried} ({reasons})"
 
 
 def progress_text(progress: Progress) -> str:
