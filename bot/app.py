@@ -26,14 +26,14 @@ from storage.state import StateRepository
 log = logging.getLogger(__name__)
 
 
-def build_networks(settings: Settings, state: StateRepository) -> dict[str, Network]:
+def build_networks(settings: Settings, state: StateRepository, rates: dict[str, Rates]) -> dict[str, Network]:
     # Imported here so a bot with one network never loads the other's library.
     networks: dict[str, Network] = {}
     if settings.telegram is not None:
         from bot.transports.telegram import TelegramTransport
 
-        rate = rates_for(settings)["telegram"].per_second
-        networks["telegram"] = TelegramTransport(settings.telegram, connection_pool_size=pool_size_for(rate))
+        pool = pool_size_for(rates["telegram"].per_second)
+        networks["telegram"] = TelegramTransport(settings.telegram, connection_pool_size=pool)
     if settings.matrix is not None:
         from bot.transports.matrix import MatrixTransport
 
@@ -97,7 +97,8 @@ class Relay:
         settings = self.settings
         self.db = await Database.open(settings.database)
         repos = Repositories.over(self.db)
-        self.networks = self.networks or build_networks(settings, repos.state)
+        rates = self.rates or rates_for(settings)
+        self.networks = self.networks or build_networks(settings, repos.state, rates)
         for name, network in self.networks.items():
             log.info("starting %s", name)
             await network.start(self.dispatch)
@@ -122,8 +123,11 @@ class Relay:
             detector=LinguaDetector(),
             translating=translating,
         )
-        rates = self.rates or rates_for(settings)
-        self.worker = DeliveryWorker(self.ctx, {name: Pacer(rates[name]) for name in self.networks})
+        pacers = {name: Pacer(rates[name]) for name in self.networks}
+        for name, network in self.networks.items():
+            if hasattr(network, "pacer"):
+                network.pacer = pacers[name]  # type: ignore[attr-defined]
+        self.worker = DeliveryWorker(self.ctx, pacers)
         self.ctx.wake_delivery = self.worker.wake
         self._ready.set()
         await submission.announce_leftovers(self.ctx)

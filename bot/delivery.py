@@ -61,6 +61,7 @@ class DeliveryWorker:
         self.retry = retry or RetryPolicy()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._run_task: asyncio.Task[None] | None = None
         self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
         self._progress_shown: dict[int, float] = {}
         self._rendered: dict[tuple[int, str, str], tuple[list[OutgoingMessage], float]] = {}
@@ -76,10 +77,14 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run(self) -> None:
+        self._run_task = asyncio.current_task()
         repos = self.ctx.repos
         recovered = await repos.deliveries.recover_in_flight(self.ctx.clock.now())
         if recovered:
             log.info("delivery: %d deliveries were in flight at the last stop; sending them again", recovered)
+        # A broadcast that ended just before a stop still owes the moderators its report.
+        self._touched.update(await repos.letters.unreported())
+        self._touched_event.set()
         reporter = asyncio.create_task(self._reporter())
         try:
             while not self._stopping:
@@ -119,6 +124,9 @@ class DeliveryWorker:
         """Stop claiming; give sends in flight `grace` seconds, then cancel them (they are retried at next start)."""
         self._stopping = True
         self._wake.set()
+        if self._run_task is not None and self._run_task is not asyncio.current_task():
+            # A claim under way would otherwise start sends after we stopped waiting for them.
+            await asyncio.gather(self._run_task, return_exceptions=True)
         tasks = list(self._in_flight)
         if not tasks:
             return
@@ -126,6 +134,7 @@ class DeliveryWorker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self._report_touched()
 
     async def _deliver(self, job: DeliveryJob) -> None:
         try:

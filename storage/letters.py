@@ -229,6 +229,11 @@ class LetterRepository:
             row["reason"], row["decided_at"],
         )
 
+    async def unreported(self) -> list[int]:
+        """Approved letters whose broadcast report has not gone out."""
+        rows = await self.db.fetchall("SELECT id FROM letters WHERE status = 'approved' AND reported_at IS NULL")
+        return [row["id"] for row in rows]
+
     async def mark_reported(self, letter_id: int, at: float) -> bool:
         changed = await self.db.execute(
             "UPDATE letters SET reported_at = ? WHERE id = ? AND reported_at IS NULL", (at, letter_id)

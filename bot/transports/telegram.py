@@ -28,6 +28,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 
 from bot.config import TelegramSettings
 from bot.markup import render_telegram_html
+from bot.pacing import Pacer
 from handlers.events import (
     ActionPressed,
     ChatKind,
@@ -76,6 +77,8 @@ class TelegramTransport:
         )
         self._dispatch: Dispatch | None = None
         self._bot_id: int | None = None
+        # The delivery worker's pacer, shared so notices and card edits count against the same overall rate.
+        self.pacer: Pacer | None = None
 
     @property
     def bot(self):
@@ -121,6 +124,8 @@ class TelegramTransport:
         await self.application.shutdown()
 
     async def send(self, message: OutgoingMessage) -> RemoteRef:
+        if self.pacer is not None and not message.broadcast:
+            await self.pacer.acquire_global()  # broadcasts were paced by the worker, per chat too
         try:
             sent = await self.bot.send_message(
                 chat_id=_chat_id(message.chat_id),
@@ -136,6 +141,8 @@ class TelegramTransport:
         return RemoteRef(PLATFORM, str(sent.chat_id), str(sent.message_id))
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        if self.pacer is not None:
+            await self.pacer.acquire_global()
         try:
             await self.bot.edit_message_text(
                 chat_id=_chat_id(ref.chat_id),
