@@ -26,7 +26,7 @@ class Rates:
 
 
 # Telegram's documented limits: ~30 messages/s overall, ~1/s into one chat, 20/min into one group or channel.
-TELEGRAM_RATES = Rates(per_second=29.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+TELEGRAM_RATES = Rates(per_second=29.6, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
 # With allow_paid_broadcast (paid in Telegram Stars) the overall limit is 1,000 messages/s.
 TELEGRAM_PAID_RATES = Rates(per_second=990.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
 # Synapse limits messages per user, not per room: an exempted bot (override_ratelimit) goes as fast as the
