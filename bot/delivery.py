@@ -115,6 +115,9 @@ class DeliveryWorker:
         self._wake.set()
 
     async def _sleep_until_due(self) -> None:
+        if not self._in_flight:
+            for pacer in self.pacers.values():
+                pacer.forget_idle()  # between broadcasts: forget the chats, keep the memory flat
         next_due = await self.ctx.repos.deliveries.next_due_at()
         timeout = 5.0 if next_due is None else min(max(next_due - self.ctx.clock.now(), 0.05), 5.0)
         with contextlib.suppress(TimeoutError):

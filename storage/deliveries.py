@@ -95,15 +95,9 @@ class DeliveryRepository:
             )
 
     async def mark_failed(self, delivery_id: int, error: str, at: float) -> None:
-        await self._finish(delivery_id, "failed", error, at)
-
-    async def mark_dropped(self, delivery_id: int, error: str, at: float) -> None:
-        await self._finish(delivery_id, "dropped", error, at)
-
-    async def _finish(self, delivery_id: int, state: str, error: str | None, at: float) -> None:
         await self.db.execute(
-            "UPDATE deliveries SET state = ?, last_error = COALESCE(?, last_error), updated_at = ? WHERE id = ?",
-            (state, error, at, delivery_id),
+            "UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ?",
+            (error, at, delivery_id),
         )
 
     async def reschedule(self, delivery_id: int, next_attempt_at: float, error: str, at: float) -> None:
