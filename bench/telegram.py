@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import telegram_remote
 from bench.common import (
     LETTER,
     UNLIMITED,
@@ -174,6 +175,7 @@ async def no_limits(subscriptions: int) -> Result:
             finally:
                 await relay.stop()
             html_loop = await bare_loop(emu, world.chat_ids, LETTER, like_the_bot=True)
+        remote = await telegram_remote.measure(subscriptions, tmp / "remote")
 
     best = min(baseline)
     base_rate = subscriptions / best
@@ -202,6 +204,8 @@ async def no_limits(subscriptions: int) -> Result:
         ("diagnostic", f"bare loop with the bot's send parameters (HTML title, no link preview; not the goal's "
                        f"baseline): {subscriptions / html_loop:,.0f} messages/s; the bot reaches "
                        f"{rate * html_loop / subscriptions:.2f} × that"),
+        ("remote", f"emulator in its own process: bare loop {subscriptions / remote.bare_seconds:,.0f}/s, bot "
+                   f"{remote.sent / remote.bot_seconds:,.0f}/s = {remote.ratio:.2f} × (approval to last sent)"),
     ]
     lines += [("bot log", line) for line in tally.top(3, skip=("starting", "stopped", "polling", "migration"))]
     return Result(
