@@ -117,16 +117,16 @@ async def test_long_letter_is_translated_in_chunks_and_rejoined(scene: Scene) ->
 
 async def test_hung_translator_falls_back_after_the_wait_without_delaying_others(scene: Scene) -> None:
     scene.libre.hang = True
-    await scene.start(wait=3, call_timeout=1)
+    await scene.start(wait=8, call_timeout=1)
     await scene.subscribe("en", count=1)
     await scene.approve(SPANISH, 1)
     await scene.said(scene.mods, r"^✅ #1 approved|approved\.")
     scene.emu.user_sends(scene.alice, "We are with you all, from Lisbon, every single day of this long year.")
     await scene.said(scene.mods, r"^📨 Letter #2 ")
     scene.emu.user_sends(scene.mo, "/approve 2", chat=scene.mods)
-    await scene.said(scene.mods, "#2 delivered to 1 of 1", within=2)  # English for English: no translation
+    await scene.said(scene.mods, "#2 delivered to 1 of 1", within=5)  # English for English: no translation
     assert scene.letters_in("en", 1) == []  # letter 1 still waits for its translation
-    await scene.said(scene.mods, "#1 delivered to 1 of 1", within=15)
+    await scene.said(scene.mods, "#1 delivered to 1 of 1", within=20)
     (fallback,) = scene.letters_in("en", 1)
     assert SPANISH in fallback
     assert fallback.endswith("— no translation was available: this is the original, in Spanish")
