@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(app.run(settings))
     except KeyboardInterrupt:
         return 0
+    except app.StartupError as error:
+        logging.getLogger("bot").error("%s", error)
+        return 1
 
 
 def _environment(env_file: Path) -> dict[str, str]:

@@ -26,6 +26,10 @@ from storage.state import StateRepository
 log = logging.getLogger(__name__)
 
 
+class StartupError(Exception):
+    """A network refused to start (wrong token or password, no such room): one line for the operator."""
+
+
 def build_networks(settings: Settings, state: StateRepository, rates: dict[str, Rates]) -> dict[str, Network]:
     # Imported here so a bot with one network never loads the other's library.
     networks: dict[str, Network] = {}
@@ -40,6 +44,18 @@ def build_networks(settings: Settings, state: StateRepository, rates: dict[str, 
         store = settings.database.parent / "matrix-store"
         networks["matrix"] = MatrixTransport(settings.matrix, state, store)
     return networks
+
+
+def redact(text: str, settings: Settings) -> str:
+    """Libraries quote tokens in their errors (PTB: "The token `…` was rejected"): never pass them on."""
+    secrets = [settings.libretranslate_api_key, settings.deepl_api_key]
+    if settings.telegram is not None:
+        secrets.append(settings.telegram.token)
+    if settings.matrix is not None:
+        secrets += [settings.matrix.password, settings.matrix.access_token]
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "[secret]")
+    return text
 
 
 def make_translator(settings: Settings) -> Translator | None:
@@ -101,7 +117,10 @@ class Relay:
         self.networks = self.networks or build_networks(settings, repos.state, rates)
         for name, network in self.networks.items():
             log.info("starting %s", name)
-            await network.start(self.dispatch)
+            try:
+                await network.start(self.dispatch)
+            except Exception as error:
+                raise StartupError(redact(f"{name} did not start: {error}", settings)) from None
         translator = self.translator or make_translator(settings)
         translating = None
         if translator is not None:

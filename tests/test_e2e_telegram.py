@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,8 @@ from tests.emulators.telegram import TelegramEmulator
 TOKEN = "123456:TEST-relay-token"
 # Telegram's real pacing (3 s between posts into one channel) would make these tests slow; the pacer has its own.
 FAST = Rates(per_second=100, private_interval=0.05, group_interval=0.05, channel_interval=0.05)
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "letters.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "letters.jsonl"
 
 
 @dataclass
@@ -324,3 +328,20 @@ async def test_real_letters_from_the_corpus(scene: Scene) -> None:
         assert " ".join(text.split()) == received
     assert not any(identifies(text, scene.alice) for text in delivered)
 
+
+
+async def test_rejected_token_is_one_line_without_the_token(tmp_path: Path) -> None:
+    async with TelegramEmulator(TOKEN) as emu:
+        wrong = "123456:WRONG-token-never-to-be-logged"
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PTB_TIMEDELTA": "1", "TELEGRAM_TOKEN": wrong,
+               "TELEGRAM_API_URL": emu.api_root, "TELEGRAM_MODERATION_CHAT": "-100", "TRANSLATOR": "none",
+               "DATABASE": str(tmp_path / "relay.db")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    assert process.returncode == 1
+    assert "telegram did not start" in output and "rejected" in output
+    assert wrong not in output and "WRONG-token" not in output
+    assert "Traceback" not in output
