@@ -94,9 +94,9 @@ class DeliveryWorker:
                     continue  # there may be more due right now
                 await self._sleep_until_due()
         finally:
-            reporter.cancel()
+            # Not cancelled: a report cut off between "reported" and the message would be lost for good.
+            self._touched_event.set()
             await asyncio.gather(reporter, return_exceptions=True)
-            await self._report_touched()  # the last deliveries' reports are not lost to the shutdown
 
     async def _claim_and_start(self) -> int:
         free = self.concurrency - len(self._in_flight)
@@ -161,6 +161,8 @@ class DeliveryWorker:
             await self._touched_event.wait()
             self._touched_event.clear()
             await self._report_touched()
+            if self._stopping:
+                return
 
     async def _report_touched(self) -> None:
         letters, self._touched = self._touched, set()
