@@ -47,9 +47,14 @@ def card_bodies(ctx: Context, room: Room, letter: Letter) -> list[str]:
     return [part.strip() for part in parts] or [""]
 
 
-async def card_message(ctx: Context, room: Room, letter: Letter, status: str | None, part: int = 0) -> OutgoingMessage:
-    """The card's part `part`; the first part carries the header, the buttons while pending, and the status."""
-    bodies = card_bodies(ctx, room, letter)
+async def card_message(
+    ctx: Context, room: Room, letter: Letter, status: str | None, part: int = 0, bodies: list[str] | None = None
+) -> OutgoingMessage:
+    """The card's part `part`; the first part carries the header, the buttons while pending, and the status.
+
+    `bodies`: the letter already cut for this room (see card_bodies), when the caller has it.
+    """
+    bodies = bodies or card_bodies(ctx, room, letter)
     if part > 0:
         _ = gettext_for(ctx, ctx.moderation_language())
         title = _("Letter #{number}, part {part} of {parts}").format(number=letter.id, part=part + 1, parts=len(bodies))
@@ -71,7 +76,7 @@ async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
         for part in range(len(bodies)):
             if (room.platform, room.chat_id, part) in posted:
                 continue
-            message = await card_message(ctx, room, letter, None, part)
+            message = await card_message(ctx, room, letter, None, part, bodies)
             try:
                 ref = await ctx.network(room.platform).send(message)
             except DeliveryError as error:
