@@ -9,7 +9,7 @@ import signal
 from dataclasses import dataclass, field, replace
 
 from bot.config import Settings
-from bot.delivery import MAX_CONCURRENCY, MIN_CONCURRENCY, ROUND_TRIP_SECONDS, DeliveryWorker
+from bot.delivery import DeliveryWorker, concurrency_for
 from bot.i18n import Catalogues
 from bot.language import LinguaDetector
 from bot.pacing import MATRIX_RATES, TELEGRAM_PAID_RATES, TELEGRAM_RATES, Pacer, Rates
@@ -30,14 +30,16 @@ class StartupError(Exception):
     """A network refused to start (wrong token or password, no such room): one line for the operator."""
 
 
-def build_networks(settings: Settings, state: StateRepository, rates: dict[str, Rates]) -> dict[str, Network]:
+def build_networks(settings: Settings, state: StateRepository, pacers: dict[str, Pacer]) -> dict[str, Network]:
     # Imported here so a bot with one network never loads the other's library.
     networks: dict[str, Network] = {}
     if settings.telegram is not None:
         from bot.transports.telegram import TelegramTransport
 
-        pool = pool_size_for(rates["telegram"].per_second)
-        networks["telegram"] = TelegramTransport(settings.telegram, connection_pool_size=pool)
+        pacer = pacers["telegram"]
+        # The worker's sends in flight, plus room for replies, card edits and the long poll.
+        pool = concurrency_for({"telegram": pacer}) + 8
+        networks["telegram"] = TelegramTransport(settings.telegram, pacer, connection_pool_size=pool)
     if settings.matrix is not None:
         from bot.transports.matrix import MatrixTransport
 
@@ -64,11 +66,6 @@ def make_translator(settings: Settings) -> Translator | None:
     from bot.translation import build_translator  # deep-translator is loaded only when used
 
     return build_translator(settings)
-
-
-def pool_size_for(per_second: float) -> int:
-    # Sends in flight plus room for replies, card edits and the long poll's neighbours.
-    return int(min(max(per_second * ROUND_TRIP_SECONDS, MIN_CONCURRENCY), MAX_CONCURRENCY)) + 8
 
 
 def rates_for(settings: Settings) -> dict[str, Rates]:
@@ -113,8 +110,8 @@ class Relay:
         settings = self.settings
         self.db = await Database.open(settings.database)
         repos = Repositories.over(self.db)
-        rates = self.rates or rates_for(settings)
-        self.networks = self.networks or build_networks(settings, repos.state, rates)
+        pacers = {name: Pacer(rates) for name, rates in (self.rates or rates_for(settings)).items()}
+        self.networks = self.networks or build_networks(settings, repos.state, pacers)
         for name, network in self.networks.items():
             log.info("starting %s", name)
             try:
@@ -142,12 +139,8 @@ class Relay:
             detector=LinguaDetector(),
             translating=translating,
         )
-        pacers = {name: Pacer(rates[name]) for name in self.networks}
-        for name, network in self.networks.items():
-            if hasattr(network, "pacer"):
-                network.pacer = pacers[name]  # type: ignore[attr-defined]
-        self.worker = DeliveryWorker(self.ctx, pacers)
-        self.ctx.wake_delivery = self.worker.wake
+        self.worker = DeliveryWorker(self.ctx, {name: pacers[name] for name in self.networks})
+        self.ctx.wake_delivery = self._wake_delivery
         self._ready.set()
         await submission.announce_leftovers(self.ctx)
         self._worker_task = asyncio.create_task(self.worker.run())

@@ -63,8 +63,7 @@ class TelegramTransport:
     command_prefix = "/"
     max_text_length = MAX_TEXT
 
-    def __init__(self, settings: TelegramSettings, connection_pool_size: int = 16) -> None:
-        # The pool matches the delivery worker's sends in flight (see bot.delivery.concurrency_for).
+    def __init__(self, settings: TelegramSettings, pacer: Pacer | None = None, connection_pool_size: int = 16) -> None:
         self.settings = settings
         self.application: Application = (
             ApplicationBuilder()
@@ -78,7 +77,7 @@ class TelegramTransport:
         self._dispatch: Dispatch | None = None
         self._bot_id: int | None = None
         # The delivery worker's pacer, shared so notices and card edits count against the same overall rate.
-        self.pacer: Pacer | None = None
+        self.pacer = pacer
 
     @property
     def bot(self):
