@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from bot import files
 from bot.config import Settings
 from bot.delivery import DeliveryWorker, concurrency_for
 from bot.i18n import Catalogues
+from bot.keys import AccountKey
 from bot.language import LinguaDetector
+from bot.logs import redact
 from bot.pacing import MATRIX_RATES, TELEGRAM_PAID_RATES, TELEGRAM_RATES, Pacer, Rates
 from bot.scheduler import TaskScheduler
-from handlers import router, submission
+from handlers import privacy, router, submission
 from handlers.context import Context, Network, Policy, Room
 from handlers.events import Event
 from handlers.ports import SystemClock, Translator
@@ -24,6 +29,9 @@ from storage.repositories import Repositories
 from storage.state import StateRepository
 
 log = logging.getLogger(__name__)
+
+# Retention is measured in days: looking once an hour cuts every link within an hour of its time.
+PURGE_EVERY = 3600.0
 
 
 class StartupError(Exception):
@@ -43,21 +51,9 @@ def build_networks(settings: Settings, state: StateRepository, pacers: dict[str,
     if settings.matrix is not None:
         from bot.transports.matrix import MatrixTransport
 
-        store = settings.database.parent / "matrix-store"
+        store = files.matrix_store(settings.database)
         networks["matrix"] = MatrixTransport(settings.matrix, state, store)
     return networks
-
-
-def redact(text: str, settings: Settings) -> str:
-    """Libraries quote tokens in their errors (PTB: "The token `…` was rejected"): never pass them on."""
-    secrets = [settings.libretranslate_api_key, settings.deepl_api_key]
-    if settings.telegram is not None:
-        secrets.append(settings.telegram.token)
-    if settings.matrix is not None:
-        secrets += [settings.matrix.password, settings.matrix.access_token]
-    for secret in filter(None, secrets):
-        text = text.replace(secret, "[secret]")
-    return text
 
 
 def make_translator(settings: Settings) -> Translator | None:
@@ -105,9 +101,11 @@ class Relay:
     translator: Translator | None = None  # None: built from the settings
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _worker_task: asyncio.Task[None] | None = None
+    _purge_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self.settings
+        files.prepare(settings.database)
         self.db = await Database.open(settings.database)
         repos = Repositories.over(self.db)
         pacers = {name: Pacer(rates) for name, rates in (self.rates or rates_for(settings)).items()}
@@ -118,6 +116,7 @@ class Relay:
                 await network.start(self.dispatch)
             except Exception as error:
                 raise StartupError(redact(f"{name} did not start: {error}", settings)) from None
+        files.tighten(settings.database)  # what the networks wrote (the Matrix store) included
         translator = self.translator or make_translator(settings)
         translating = None
         if translator is not None:
@@ -130,6 +129,7 @@ class Relay:
                 moderation_rooms=moderation_rooms(settings, self.networks),
                 letter_join_seconds=settings.letter_join_seconds,
                 translation_wait=settings.translation_wait,
+                retention_days=settings.retention_days,
             ),
             repos=repos,
             networks=self.networks,
@@ -138,12 +138,25 @@ class Relay:
             scheduler=self.scheduler,
             detector=LinguaDetector(),
             translating=translating,
+            hasher=AccountKey.load_or_create(files.key_path(settings.database)),
         )
         self.worker = DeliveryWorker(self.ctx, {name: pacers[name] for name in self.networks})
         self.ctx.wake_delivery = self._wake_delivery
         self._ready.set()
+        await privacy.hash_legacy_bans(self.ctx)
+        await privacy.purge(self.ctx)
         await submission.announce_leftovers(self.ctx)
         self._worker_task = asyncio.create_task(self.worker.run())
+        self._purge_task = asyncio.create_task(self._purge_periodically())
+
+    async def _purge_periodically(self) -> None:
+        assert self.ctx is not None
+        while True:
+            await asyncio.sleep(PURGE_EVERY)
+            try:
+                await privacy.purge(self.ctx)
+            except Exception as error:
+                log.error("retention: purge failed (%s); trying again in an hour", type(error).__name__)
 
     def _wake_delivery(self) -> None:
         if self.worker is not None:
@@ -157,6 +170,9 @@ class Relay:
 
     async def stop(self) -> None:
         """Let in-flight sends finish briefly (the rest is retried at the next start), then stop the networks."""
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            await asyncio.gather(self._purge_task, return_exceptions=True)
         if self.worker is not None:
             await self.worker.stop()
         if self._worker_task is not None:
@@ -192,23 +208,60 @@ async def run(settings: Settings) -> int:
 
 
 async def check(settings: Settings) -> int:
-    """`--check`: reach every configured network and report one line per problem."""
+    """`--check`: reach every configured network and report one line per problem; a warning alone passes."""
     problems: list[str] = []
     if settings.telegram is not None:
         from bot.transports.telegram import TelegramTransport
 
-        problems += await TelegramTransport(settings.telegram).check()
+        telegram = settings.telegram
+        problems += await _probe("telegram", settings, lambda: TelegramTransport(telegram).check())
     if settings.matrix is not None:
-        from bot.transports.matrix import MatrixTransport
-
-        db = await Database.open(settings.database)
-        try:
-            state = Repositories.over(db).state
-            problems += await MatrixTransport(settings.matrix, state, settings.database.parent / "matrix-store").check()
-        finally:
-            await db.close()
-    for problem in problems:
-        print(problem)
+        problems += await _probe("matrix", settings, lambda: _check_matrix(settings))
+    lines = [*problems]
+    warning = translator_warning(settings)
+    if warning is not None:
+        lines.append(warning)
     if not problems:
-        print("configuration OK: every configured network is reachable")
+        lines.append("configuration OK: every configured network is reachable")
+    for line in lines:
+        print(redact(line, settings))
     return 1 if problems else 0
+
+
+# Where TRANSLATOR sends the text of every approved letter, for the providers that are someone else's servers.
+THIRD_PARTY_TRANSLATORS = {"google": "Google", "deepl": "DeepL", "mymemory": "MyMemory (Translated)"}
+
+
+def translator_warning(settings: Settings) -> str | None:
+    provider = THIRD_PARTY_TRANSLATORS.get(settings.translator)
+    if provider is None:
+        return None
+    return (
+        f"warning: TRANSLATOR={settings.translator} sends the text of every approved letter to {provider}; "
+        "TRANSLATOR=libre with a LibreTranslate server of your own keeps letters on your machines"
+    )
+
+
+async def _probe(name: str, settings: Settings, check_network: Callable[[], Awaitable[list[str]]]) -> list[str]:
+    """One network's check, what it prints and what it raises redacted: libraries quote tokens in their errors."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            problems = await check_network()
+    except Exception as error:
+        problems = [f"{name}: the check failed: {type(error).__name__}: {error}"]
+    for line in printed.getvalue().splitlines():
+        print(redact(line, settings))
+    return problems
+
+
+async def _check_matrix(settings: Settings) -> list[str]:
+    from bot.transports.matrix import MatrixTransport
+
+    assert settings.matrix is not None
+    db = await Database.open(settings.database)
+    try:
+        state = Repositories.over(db).state
+        return await MatrixTransport(settings.matrix, state, settings.database.parent / "matrix-store").check()
+    finally:
+        await db.close()

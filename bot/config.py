@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TRANSLATORS = ("google", "libre", "deepl", "mymemory", "none")
@@ -52,8 +52,8 @@ class Settings:
     database: Path
     translator: str
     libretranslate_url: str | None
-    libretranslate_api_key: str | None
-    deepl_api_key: str | None
+    libretranslate_api_key: str | None = field(repr=False)
+    deepl_api_key: str | None = field(repr=False)
     letter_join_seconds: float
     translation_wait: float
     default_language: str
@@ -61,6 +61,8 @@ class Settings:
     telegram_per_second: float | None
     matrix_per_second: float | None
     locales_dir: Path
+    # Days after a letter's decision at which its link to the sender's account is cut; 0: once the sender is told.
+    retention_days: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], locales_dir: Path | None = None) -> Settings:
@@ -80,6 +82,7 @@ class Settings:
             telegram_per_second=reader.optional_number("TELEGRAM_MESSAGES_PER_SECOND", minimum=0.1, maximum=1000),
             matrix_per_second=reader.optional_number("MATRIX_MESSAGES_PER_SECOND", minimum=0.05, maximum=1000),
             locales_dir=locales_dir or Path(__file__).resolve().parent.parent / "locales",
+            retention_days=reader.number("RETENTION_DAYS", 30.0, minimum=0, maximum=3650, unit="days"),
         )
         if settings.telegram is None and settings.matrix is None:
             raise ConfigError("TELEGRAM_TOKEN", "not set (set it or MATRIX_HOMESERVER: at least one network is needed)")
@@ -170,14 +173,14 @@ class _Reader:
     def optional_number(self, name: str, minimum: float, maximum: float) -> float | None:
         return None if self.optional(name) is None else self.number(name, 0.0, minimum, maximum)
 
-    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+    def number(self, name: str, default: float, minimum: float, maximum: float, unit: str = "seconds") -> float:
         raw = self.optional(name)
         if raw is None:
             return default
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
+            raise ConfigError(name, f"must be a number of {unit}, got {raw!r}") from None
         if not minimum <= value <= maximum:
             raise ConfigError(name, f"must be between {minimum:g} and {maximum:g}, got {raw}")
         return value

@@ -9,6 +9,7 @@ from handlers import cards
 from handlers.common import gettext_for, send
 from handlers.context import Context
 from handlers.events import OutgoingMessage
+from handlers.subscriptions import subscriber_name
 from handlers.text import split_text
 from handlers.translating import LetterText
 from storage.letters import Letter
@@ -107,8 +108,9 @@ async def _report_text(ctx: Context, letter_id: int) -> str:
         number=letter_id, sent=progress.sent, total=progress.total
     )
     problems = await ctx.repos.deliveries.problems(letter_id)
-    dropped = [f"{chat}: {reason}" for state, chat, reason in problems if state == "dropped"]
-    failed = [f"{chat}: {reason}" for state, chat, reason in problems if state == "failed"]
+    named = [(state, f"{subscriber_name(ctx, subscription)}: {reason}") for state, subscription, reason in problems]
+    dropped = [text for state, text in named if state == "dropped"]
+    failed = [text for state, text in named if state == "failed"]
     if dropped:
         text += "; " + _("{count} deactivated ({reasons})").format(count=len(dropped), reasons="; ".join(dropped))
     if failed:

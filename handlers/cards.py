@@ -11,7 +11,7 @@ from handlers.ports import DeliveryError
 from handlers.text import split_text
 from storage.cards import Card
 from storage.deliveries import Progress
-from storage.letters import Decision, Letter
+from storage.letters import PENDING, REJECTED, WITHDRAWN, Decision, Letter
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,38 @@ async def card_title(ctx: Context, letter: Letter) -> str:
 
 
 def card_bodies(ctx: Context, room: Room, letter: Letter) -> list[str]:
+    if _text_gone(letter):
+        return [_removed(ctx)]
     network = ctx.network(room.platform)
     parts = split_text(letter.text, network.max_text_length - CARD_OVERHEAD, network.text_length)
     return [part.strip() for part in parts] or [""]
+
+
+def _removed(ctx: Context) -> str:
+    _ = gettext_for(ctx, ctx.moderation_language())
+    return _("(The text of this letter was removed.)")
+
+
+def _text_gone(letter: Letter) -> bool:
+    """A rejected or withdrawn letter's text leaves its cards at once, long before retention deletes it."""
+    return letter.status in (REJECTED, WITHDRAWN) or letter.text_removed
+
+
+async def card_notes(ctx: Context, letter: Letter) -> list[str]:
+    """What moderators changed on the letter: "edited by Mo", "French translation by Kim"."""
+    _ = gettext_for(ctx, ctx.moderation_language())
+    editor: str | None = None
+    translators: dict[str, str] = {}
+    for entry in await ctx.repos.letters.history(letter.id):
+        if entry.action == "edit":
+            editor = entry.moderator
+        elif entry.action == "translation" and entry.reason:
+            translators[entry.reason] = entry.moderator
+    notes = [_("✏️ edited by {moderator}").format(moderator=editor)] if editor else []
+    for language, moderator in sorted(translators.items()):
+        name = ctx.texts.language_name(language, ctx.moderation_language())
+        notes.append(_("🌐 {language} translation by {moderator}").format(language=name, moderator=moderator))
+    return notes
 
 
 async def card_message(
@@ -60,8 +89,9 @@ async def card_message(
         title = _("Letter #{number}, part {part} of {parts}").format(number=letter.id, part=part + 1, parts=len(bodies))
         return OutgoingMessage(chat_id=room.chat_id, text=bodies[part], title=title, silent=True)
     actions = card_actions(ctx, letter.id) if letter.status == "pending" and status is None else ()
+    footer = "\n".join([*await card_notes(ctx, letter), *([status] if status else [])]) or None
     return OutgoingMessage(
-        chat_id=room.chat_id, text=bodies[0], title=await card_title(ctx, letter), footer=status, actions=actions
+        chat_id=room.chat_id, text=bodies[0], title=await card_title(ctx, letter), footer=footer, actions=actions
     )
 
 
@@ -80,7 +110,7 @@ async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
             try:
                 ref = await ctx.network(room.platform).send(message)
             except DeliveryError as error:
-                log.error("letter #%d: card not posted in %s %s: %s", letter.id, room.platform, room.chat_id, error)
+                log.error("letter #%d: card not posted on %s: %s", letter.id, room.platform, error.reason)
                 if error.retryable and attempt < CARD_ATTEMPTS:
                     delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 300)
                     ctx.scheduler.call_later(delay, lambda: _post_again(ctx, letter.id, attempt + 1))
@@ -124,16 +154,55 @@ def progress_text(ctx: Context, progress: Progress) -> str:
 
 
 async def show_status(ctx: Context, letter_id: int, status: str) -> None:
-    """Edit the first part of every card of this letter: status in, buttons out."""
+    """Show the letter's status on every card; a rejected or withdrawn letter's text leaves every part."""
     letter = await ctx.repos.letters.get(letter_id)
     if letter is None:
         return
+    if _text_gone(letter):
+        await _scrub_cards(ctx, letter, status)
+        return
     for card in await ctx.repos.cards.for_letter(letter_id):
-        if card.part != 0:
-            continue
-        room = Room(card.platform, card.chat_id)
-        message = await card_message(ctx, room, letter, status)
+        if card.part == 0:
+            await _edit(ctx, card, await card_message(ctx, Room(card.platform, card.chat_id), letter, status))
+
+
+async def refresh(ctx: Context, letter_id: int) -> None:
+    """Re-render every part of a pending letter's cards after a moderator changed its text or notes.
+
+    The new text may need more parts than the card has (they are posted) or fewer (the rest are emptied).
+    """
+    letter = await ctx.repos.letters.get(letter_id)
+    if letter is None or letter.status != PENDING:
+        return
+    _ = gettext_for(ctx, ctx.moderation_language())
+    for room in ctx.policy.moderation_rooms:
+        bodies = card_bodies(ctx, room, letter)
+        for card in await ctx.repos.cards.for_letter(letter_id):
+            if (card.platform, card.chat_id) != (room.platform, room.chat_id):
+                continue
+            if card.part < len(bodies):
+                message = await card_message(ctx, room, letter, None, card.part, bodies)
+            else:
+                message = OutgoingMessage(chat_id=room.chat_id, text=_("(This part is no longer used.)"), silent=True)
+            await _edit(ctx, card, message)
+    await post_cards(ctx, letter)
+
+
+async def _scrub_cards(ctx: Context, letter: Letter, status: str) -> None:
+    removed = _removed(ctx)
+    for card in await ctx.repos.cards.for_letter(letter.id):
+        if card.part == 0:
+            message = await card_message(ctx, Room(card.platform, card.chat_id), letter, status)
+        else:
+            message = OutgoingMessage(chat_id=card.chat_id, text=removed, silent=True)
         try:
-            await ctx.network(card.platform).edit(RemoteRef(card.platform, card.chat_id, card.message_id), message)
+            await ctx.network(card.platform).scrub(RemoteRef(card.platform, card.chat_id, card.message_id), message)
         except DeliveryError as error:
-            log.warning("letter #%d: card in %s %s not edited: %s", letter_id, card.platform, card.chat_id, error)
+            log.warning("letter #%d: a card part could not be scrubbed: %s", letter.id, error.reason)
+
+
+async def _edit(ctx: Context, card: Card, message: OutgoingMessage) -> None:
+    try:
+        await ctx.network(card.platform).edit(RemoteRef(card.platform, card.chat_id, card.message_id), message)
+    except DeliveryError as error:
+        log.warning("letter #%d: a card on %s was not edited: %s", card.letter_id, card.platform, error.reason)

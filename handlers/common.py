@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from handlers.context import Context
 from handlers.events import ChatRef, IncomingMessage, OutgoingMessage, RemoteRef
@@ -34,6 +36,17 @@ def parse_command(text: str | None, prefix: str) -> Command | None:
     if match is None:
         return None
     return Command(match["name"].lower(), (match["args"] or "").strip())
+
+
+def failure_summary(error: BaseException) -> str:
+    """`KeyError at handlers/cards.py:88 in post_cards`: where it failed, without the message (which may quote
+    a letter's text or an account)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return type(error).__name__
+    last = frames[-1]
+    where = "/".join(PurePath(last.filename).parts[-2:])
+    return f"{type(error).__name__} at {where}:{last.lineno} in {last.name}"
 
 
 def letter_number(word: str) -> int | None:
@@ -68,7 +81,7 @@ async def send(ctx: Context, platform: str, message: OutgoingMessage, attempt: i
     try:
         return await ctx.network(platform).send(message)
     except DeliveryError as error:
-        log.warning("could not send to %s chat %s: %s", platform, message.chat_id, error.reason)
+        log.warning("could not send a notice on %s: %s", platform, error.reason)
         if error.retryable and attempt < NOTICE_ATTEMPTS:
             delay = error.retry_after if error.retry_after is not None else 2.0**attempt
             ctx.scheduler.call_later(delay, lambda: _resend(ctx, platform, message, attempt + 1))

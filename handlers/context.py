@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from handlers.ports import ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Transport
+from handlers.ports import AccountHasher, ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Transport
 from handlers.translating import TranslationService
 from storage.repositories import Repositories
 
@@ -34,6 +34,12 @@ class Policy:
     moderation_rooms: tuple[Room, ...]
     letter_join_seconds: float = 5.0
     translation_wait: float = 600.0
+    # How long a decided letter stays linked to its sender's account; 0: until the sender has been told.
+    retention_days: float = 30.0
+
+    @property
+    def retention_seconds(self) -> float:
+        return self.retention_days * 86400
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Context:
     scheduler: Scheduler
     detector: LanguageDetector
     translating: TranslationService | None
+    hasher: AccountHasher
     wake_delivery: Callable[[], None] = lambda: None
     # Serialises joining, announcing and deciding, whose check-then-act steps span several awaits.
     letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

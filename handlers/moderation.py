@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from handlers import broadcast, cards
+from handlers import broadcast, cards, privacy
 from handlers.common import Command, command_text, gettext_for, letter_number, reply, send
 from handlers.context import Context
 from handlers.events import ActionPressed, ChatRef, IncomingMessage, OutgoingMessage, Role, UserRef
@@ -14,7 +14,7 @@ from storage.letters import Decision, Letter
 log = logging.getLogger(__name__)
 
 MODERATION_COMMANDS = frozenset(
-    {"approve", "reject", "pending", "stats", "ban", "unban", "subscribers", "lang", "translation"}
+    {"approve", "reject", "pending", "stats", "ban", "unban", "subscribers", "lang", "translation", "edit", "history"}
 )
 
 
@@ -96,14 +96,16 @@ async def decide(ctx: Context, number: int, action: str, moderator: UserRef, pla
         taken = await ctx.repos.letters.decide(number, decision)
     if not taken:
         return await _already_decided(ctx, number)
-    log.info("letter #%d: %s by %s", number, action, moderator.display_name)
+    log.info("letter #%d: %s (%s)", number, action, platform)
     await cards.show_status(ctx, number, cards.decision_status(ctx, decision))
     if action == "approve":
         await _tell_sender_approved(ctx, letter)
         ctx.wake_delivery()
         await broadcast.report_if_finished(ctx, number)
+        await privacy.after_told(ctx)
         return _("#{number} approved.").format(number=number)
     await _tell_sender_rejected(ctx, letter, reason)
+    await privacy.after_told(ctx)
     return _("#{number} rejected.").format(number=number)
 
 
@@ -208,7 +210,16 @@ async def _set_ban(ctx: Context, message: IncomingMessage, command: Command, ban
         await reply(ctx, message.chat, _("Which letter's sender? For example: {command}").format(
             command=command_text(ctx, message.chat.platform, ("ban" if banned else "unban") + " 12")))
         return
-    await ctx.repos.senders.set_banned(letter.sender_id, banned)
+    sender = await ctx.repos.senders.get(letter.sender_id)
+    account_hash = ctx.hasher.account_hash(sender.platform, sender.user_id) if sender is not None else None
+    if banned and account_hash is None:
+        text = _("The sender of letter #{number} can't be banned: the bot no longer knows who wrote it.")
+        await reply(ctx, message.chat, text.format(number=letter.id))
+        return
+    if account_hash is not None and banned:
+        await ctx.repos.bans.ban(account_hash, letter.sender_id, ctx.clock.now())
+    else:
+        await ctx.repos.bans.unban(account_hash, letter.sender_id)
     await ctx.repos.letters.record(Decision(
         letter.id, "ban" if banned else "unban", message.chat.platform, message.sender.user_id,
         message.sender.display_name, None, ctx.clock.now()))
@@ -228,58 +239,9 @@ async def help_moderators(ctx: Context, message: IncomingMessage, command: Comma
         "{p}pending: letters waiting · {p}stats: numbers\n"
         "{p}ban N / {p}unban N: refuse or accept again the sender of letter N\n"
         "{p}subscribe CHAT LANG / {p}unsubscribe CHAT: subscribe a channel, group or room\n"
+        "{p}edit N text: replace letter N's text (take out a name, a place, a date) before deciding\n"
         "{p}lang N xx: correct letter N's language · {p}translation N LANG [text]: show or replace a translation\n"
+        "{p}history N: everything done to letter N\n"
         "{p}subscribers: who receives letters · {p}id: this chat's id"
     ).format(p=p)
     await reply(ctx, message.chat, text)
-
-
-async def lang_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
-    """`lang N xx`: correct a letter's detected language (`und`: send it untranslated)."""
-    _ = gettext_for(ctx, ctx.moderation_language())
-    words = command.words
-    number = letter_number(words[0]) if len(words) == 2 else None
-    code = words[1].lower() if len(words) == 2 else ""
-    if number is None or not (code == "und" or ctx.texts.is_language(code)):
-        usage = command_text(ctx, message.chat.platform, "lang 12 es")
-        await reply(ctx, message.chat, _("Which letter and language? For example: {command}").format(command=usage))
-        return
-    if not await ctx.repos.letters.set_language(number, code):
-        await reply(ctx, message.chat, _("There is no letter #{number}.").format(number=number))
-        return
-    await ctx.repos.translations.forget_made(number)
-    if ctx.translating is not None:
-        ctx.translating.forget(number)
-    name = ctx.texts.language_name(code, ctx.moderation_language())
-    done = _("Letter #{number} is now marked as {language}.").format(number=number, language=name)
-    await reply(ctx, message.chat, done)
-
-
-async def translation_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
-    """`translation N LANG` shows the stored translation; `translation N LANG text` replaces it."""
-    _ = gettext_for(ctx, ctx.moderation_language())
-    parts = command.args.split(None, 2)
-    number = letter_number(parts[0]) if len(parts) >= 2 else None
-    language = parts[1].lower() if len(parts) >= 2 else ""
-    letter = await ctx.repos.letters.get(number) if number is not None else None
-    if letter is None or not ctx.texts.is_language(language):
-        usage = command_text(ctx, message.chat.platform, "translation 12 fr")
-        await reply(ctx, message.chat, _("Which letter and language? For example: {command}").format(command=usage))
-        return
-    name = ctx.texts.language_name(language, ctx.moderation_language())
-    if len(parts) == 3:
-        await ctx.repos.translations.put(letter.id, language, parts[2].strip(), "moderator", ctx.clock.now())
-        await reply(ctx, message.chat, _("The {language} translation of #{number} is replaced; letters not yet sent "
-                                         "will use it.").format(language=name, number=letter.id))
-        return
-    stored = await ctx.repos.translations.get(letter.id, language)
-    if stored is not None:
-        title = _("#{number} in {language}:").format(number=letter.id, language=name)
-        await reply(ctx, message.chat, stored, title=title)
-        return
-    if ctx.translating is not None and letter.language not in ("und", language):
-        ctx.translating.request(letter, language)
-        text = _("No {language} translation of #{number} yet; I am making one. Ask again in a moment.")
-    else:
-        text = _("No {language} translation of #{number} is stored.")
-    await reply(ctx, message.chat, text.format(language=name, number=letter.id))

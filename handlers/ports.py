@@ -54,6 +54,10 @@ class Transport(Protocol):
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None: ...
 
+    async def scrub(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        """Show `message` instead, leaving nothing of what `ref` showed before (its history included)."""
+        ...
+
 
 class ChatDirectory(Protocol):
     """Questions about chats and people that permissions depend on; every transport answers them."""
@@ -81,6 +85,12 @@ class LanguageDetector(Protocol):
     def detect(self, text: str) -> str:
         """An ISO 639-1 code, or "und" when unsure."""
         ...
+
+
+class AccountHasher(Protocol):
+    """A keyed hash of a platform account: lets a ban outlive every stored trace of the account."""
+
+    def account_hash(self, platform: str, user_id: str) -> str: ...
 
 
 class Clock(Protocol):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from handlers import moderation, submission, subscriptions
-from handlers.common import Command, gettext_for, parse_command, reader_language, reply
+from handlers import editing, moderation, privacy, submission, subscriptions
+from handlers.common import Command, failure_summary, gettext_for, parse_command, reader_language, reply
 from handlers.context import Context
 from handlers.events import ActionPressed, ChatKind, Event, IncomingMessage, MembershipChanged
 
@@ -18,6 +18,7 @@ PRIVATE: dict[str, CommandHandler] = {
     "start": submission.start,
     "help": submission.help_private,
     "withdraw": submission.withdraw,
+    "forget": privacy.forget,
     "subscribe": subscriptions.subscribe_here,
     "unsubscribe": subscriptions.unsubscribe_here,
     "id": subscriptions.chat_id,
@@ -35,8 +36,10 @@ MODERATION_ROOM: dict[str, CommandHandler] = {
     "subscribe": subscriptions.subscribe_other,
     "unsubscribe": subscriptions.unsubscribe_other,
     "subscribers": subscriptions.subscribers,
-    "lang": moderation.lang_command,
-    "translation": moderation.translation_command,
+    "lang": editing.lang_command,
+    "translation": editing.translation_command,
+    "edit": editing.edit_command,
+    "history": editing.history_command,
     "id": subscriptions.chat_id,
 }
 
@@ -56,9 +59,11 @@ async def dispatch(event: Event, ctx: Context) -> None:
                 await moderation.on_press(ctx, event)
         elif isinstance(event, MembershipChanged):
             await subscriptions.membership_changed(ctx, event)
-    except Exception:
+    except Exception as error:
         # One bad event must never stop the bot; the event's data is already stored or can be resent.
-        log.exception("handling %s failed", type(event).__name__)
+        # The exception's message may quote a letter or an account: only its type and place go above DEBUG.
+        log.error("handling %s failed: %s", type(event).__name__, failure_summary(error))
+        log.debug("handling %s failed", type(event).__name__, exc_info=True)
 
 
 async def _message(ctx: Context, message: IncomingMessage) -> None:

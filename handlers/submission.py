@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 
-from handlers import cards
+from handlers import cards, privacy
 from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply, send
 from handlers.context import MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
 from handlers.events import IncomingMessage, OutgoingMessage
@@ -25,7 +25,8 @@ async def start(ctx: Context, message: IncomingMessage, command: Command) -> Non
         "Your name and account are never shown to them: sign your letter if you want to.\n"
         "{help} shows everything I can do."
     ).format(help=help_command)
-    await reply(ctx, message.chat, text)
+    keeps = privacy.keeps_sentence(ctx, reader_language(ctx, message), message.chat.platform)
+    await reply(ctx, message.chat, text + "\n" + keeps)
 
 
 async def help_private(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -34,11 +35,13 @@ async def help_private(ctx: Context, message: IncomingMessage, command: Command)
     text = _(
         "Write a message: it becomes a letter, and I answer with its number.\n"
         "{p}withdraw N: take back your letter N while it waits for the moderators.\n"
+        "{p}forget: delete everything I know about you.\n"
         "{p}subscribe [language]: receive approved letters here, e.g. {p}subscribe es.\n"
         "{p}unsubscribe: stop receiving letters.\n"
         "{p}id: show this chat's id."
     ).format(p=p)
-    await reply(ctx, message.chat, text)
+    keeps = privacy.keeps_sentence(ctx, reader_language(ctx, message), message.chat.platform)
+    await reply(ctx, message.chat, text + "\n\n" + keeps)
 
 
 def clean_text(text: str) -> str:
@@ -60,12 +63,13 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
     if not text:
         await reply(ctx, message.chat, _("That message is empty. Write your letter as text, in any language."))
         return
+    # Checked before anything is stored: a banned account leaves no new trace.
+    if await ctx.repos.bans.is_banned(ctx.hasher.account_hash(message.chat.platform, message.sender.user_id)):
+        await reply(ctx, message.chat, _("Sorry, the moderators no longer accept letters from this account."))
+        return
     sender = await ctx.repos.senders.ensure(
         message.chat.platform, message.sender.user_id, message.chat.chat_id, message.sender.language, ctx.clock.now()
     )
-    if sender.banned:
-        await reply(ctx, message.chat, _("Sorry, the moderators no longer accept letters from this account."))
-        return
     async with ctx.letters_lock:
         if not await _room_for_more(ctx, sender, message):
             return
@@ -74,7 +78,7 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
         return  # the same platform message again (a replayed update): it is stored already
     letter, _is_new = stored
     if letter.length > MAX_LETTER_LENGTH:
-        log.info("letter #%d is %d long, over the limit", letter.id, letter.length)
+        log.info("letter #%d is %d characters long, over the limit", letter.id, letter.length)
     if _may_grow(ctx, letter, message):
         ctx.scheduler.call_later(ctx.policy.letter_join_seconds, lambda: announce_when_complete(ctx, letter.id))
     else:
@@ -136,13 +140,16 @@ async def announce(ctx: Context, letter_id: int) -> None:
         letter = await ctx.repos.letters.get(letter_id)
         if letter is None or not await ctx.repos.letters.mark_announced(letter_id, ctx.clock.now()):
             return
+        if letter.status != "pending":
+            return  # withdrawn by `forget` while it could still grow: nothing to announce
         language = ctx.detector.detect(letter.text)
         if language != letter.language:
             await ctx.repos.letters.set_language(letter_id, language)
         letter = await ctx.repos.letters.get(letter_id)
     assert letter is not None
     sender = await ctx.repos.senders.get(letter.sender_id)
-    assert sender is not None
+    if sender is None:
+        return  # forgotten between its arrival and now
     await _send_receipt(ctx, sender, letter)
     if letter.length > MAX_LETTER_LENGTH:
         await _refuse_oversized(ctx, sender, letter)
@@ -170,6 +177,7 @@ async def _refuse_oversized(ctx: Context, sender: Sender, letter: Letter) -> Non
         "Please shorten it, or send it as several letters."
     ).format(number=letter.id, length=f"{letter.length:,}", limit=f"{MAX_LETTER_LENGTH:,}")
     await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
+    await privacy.after_told(ctx)
 
 
 async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -185,8 +193,8 @@ async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> 
     if letter is None or sender is None or letter.sender_id != sender.id:
         await reply(ctx, message.chat, _("You have no letter #{number}.").format(number=number))
         return
-    decision = Decision(number, "withdraw", message.chat.platform, message.sender.user_id, "sender", None,
-                        ctx.clock.now())
+    # The sender's account is not recorded with the decision: the trail names them only by pseudonym.
+    decision = Decision(number, "withdraw", message.chat.platform, "", "sender", None, ctx.clock.now())
     async with ctx.letters_lock:
         withdrawn = await ctx.repos.letters.decide(number, decision)
     if not withdrawn:
@@ -195,6 +203,7 @@ async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> 
         return
     await cards.show_status(ctx, number, cards.decision_status(ctx, decision))
     await reply(ctx, message.chat, _("Letter #{number} is withdrawn. Nobody will see it.").format(number=number))
+    await privacy.after_told(ctx)
 
 
 async def announce_leftovers(ctx: Context) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from handlers.common import Command, command_text, gettext_for, reader_language, reply
 from handlers.context import Context
 from handlers.events import ChatKind, ChatRef, IncomingMessage, MembershipChanged, Role
+from storage.subscriptions import Subscription
 
 
 async def chat_id(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -132,12 +133,22 @@ async def subscribers(ctx: Context, message: IncomingMessage, command: Command) 
         await reply(ctx, message.chat, _("Nobody is subscribed yet."))
         return
     lines = [
-        f"{subscription.platform} · {subscription.kind} · {subscription.title or subscription.chat_id} "
-        f"({subscription.chat_id}) · {subscription.language}"
+        " · ".join((subscription.platform, subscription.kind, subscriber_name(ctx, subscription),
+                    subscription.language))
         for subscription in active
     ]
     title = _("{count} active subscriptions:").format(count=len(active))
     await reply(ctx, message.chat, "\n".join(lines), title=title)
+
+
+def subscriber_name(ctx: Context, subscription: Subscription) -> str:
+    """A channel or group by its title and id; a person only as "person 12", never by account or chat id."""
+    if subscription.kind == ChatKind.PRIVATE:
+        _ = gettext_for(ctx, ctx.moderation_language())
+        return _("person {number}").format(number=subscription.id)
+    if subscription.title:
+        return f"{subscription.title} ({subscription.chat_id})"
+    return subscription.chat_id
 
 
 async def membership_changed(ctx: Context, event: MembershipChanged) -> None:

@@ -42,6 +42,8 @@ class Database:
         await connection.execute("PRAGMA busy_timeout = 5000")
         # NORMAL is durable across a process crash in WAL mode; only a power cut can lose the last commit.
         await connection.execute("PRAGMA synchronous = NORMAL")
+        # Deleted rows are overwritten, not left in free pages: what was purged cannot be read back.
+        await connection.execute("PRAGMA secure_delete = ON")
         database = cls(connection)
         await database.migrate()
         return database
@@ -52,14 +54,28 @@ class Database:
     async def migrate(self) -> None:
         async with self.connection.execute("PRAGMA user_version") as cursor:
             (version,) = await cursor.fetchone()
-        for number, script in _migrations():
-            if number <= version:
-                continue
-            log.info("applying database migration %03d", number)
-            async with self.transaction() as db:
-                for statement in _statements(script):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number:d}")
+        # A migration may rebuild a table others refer to (SQLite's documented 12-step way): foreign keys are
+        # off while it runs, and checked before it commits. The pragma is a no-op inside a transaction.
+        await self.connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for number, script in _migrations():
+                if number <= version:
+                    continue
+                log.info("applying database migration %03d", number)
+                async with self.transaction() as db:
+                    for statement in _statements(script):
+                        await db.execute(statement)
+                    async with db.execute("PRAGMA foreign_key_check") as cursor:
+                        if await cursor.fetchone() is not None:
+                            raise RuntimeError(f"database migration {number:03d} broke a foreign key")
+                    await db.execute(f"PRAGMA user_version = {number:d}")
+        finally:
+            await self.connection.execute("PRAGMA foreign_keys = ON")
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and empty it, so rows just deleted are not left in the WAL file."""
+        async with self._write_lock:
+            await self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

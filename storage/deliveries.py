@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.db import Database
+from storage.subscriptions import Subscription, subscription_from
 
 
 @dataclass(frozen=True)
@@ -146,15 +147,15 @@ class DeliveryRepository:
             failed=counts.get("failed", 0),
         )
 
-    async def problems(self, letter_id: int) -> list[tuple[str, str, str]]:
-        """(state, chat title or id, reason) of every delivery of this letter that did not go out."""
+    async def problems(self, letter_id: int) -> list[tuple[str, Subscription, str]]:
+        """(state, subscription, reason) of every delivery of this letter that did not go out."""
         rows = await self.db.fetchall(
-            """SELECT d.state, COALESCE(s.title, s.chat_id) AS chat, COALESCE(d.last_error, '') AS reason
+            """SELECT d.state AS delivery_state, COALESCE(d.last_error, '') AS reason, s.*
                FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
                WHERE d.letter_id = ? AND d.state IN ('failed', 'dropped') ORDER BY d.id""",
             (letter_id,),
         )
-        return [(row["state"], row["chat"], row["reason"]) for row in rows]
+        return [(row["delivery_state"], subscription_from(row), row["reason"]) for row in rows]
 
     async def sent_total(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")

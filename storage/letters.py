@@ -24,6 +24,9 @@ class Letter:
     last_part_length: int
     announced_at: float | None
     decided_at: float | None
+    edited: bool = False  # a moderator replaced the text the sender wrote
+    text_removed: bool = False  # rejected or withdrawn, and its text deleted
+    reported_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,19 +77,23 @@ _LETTER_SQL = """
 
 
 def _letter(row) -> Letter:
+    edited = row["edited_text"] is not None
     return Letter(
         id=row["id"],
         sender_id=row["sender_id"],
         status=row["status"],
         language=row["language"],
-        text=join_parts(json.loads(row["texts"])),
-        length=row["length"],
+        text=row["edited_text"] if edited else join_parts(json.loads(row["texts"])),
+        length=row["edited_length"] if edited else row["length"],
         parts=row["parts"],
         created_at=row["created_at"],
         last_part_at=row["last_part_at"],
         last_part_length=row["last_part_length"],
         announced_at=row["announced_at"],
         decided_at=row["decided_at"],
+        edited=edited,
+        text_removed=row["text_removed_at"] is not None,
+        reported_at=row["reported_at"],
     )
 
 
@@ -168,6 +175,12 @@ class LetterRepository:
         )
         return [_letter(row) for row in rows]
 
+    async def pending_of(self, sender_id: int) -> list[int]:
+        rows = await self.db.fetchall(
+            "SELECT id FROM letters WHERE sender_id = ? AND status = 'pending' ORDER BY id", (sender_id,)
+        )
+        return [row["id"] for row in rows]
+
     async def waiting_from(self, sender_id: int) -> int:
         """Letters of this sender still waiting for a decision."""
         row = await self.db.fetchone(
@@ -210,6 +223,29 @@ class LetterRepository:
                 )
         return True
 
+    async def edit_text(self, letter_id: int, text: str, length: int, decision: Decision) -> bool:
+        """A moderator's new text for a pending letter (a name, a place or a date taken out); False once decided."""
+        async with self.db.transaction() as db:
+            async with db.execute(
+                "UPDATE letters SET edited_text = ?, edited_length = ? WHERE id = ? AND status = 'pending'",
+                (text, length, letter_id),
+            ) as cursor:
+                if cursor.rowcount != 1:
+                    return False
+            await _insert_decision(db, decision)
+        return True
+
+    async def history(self, letter_id: int) -> list[Decision]:
+        """Everything done to the letter after it arrived, oldest first."""
+        rows = await self.db.fetchall("SELECT * FROM decisions WHERE letter_id = ? ORDER BY id", (letter_id,))
+        return [_decision(row) for row in rows]
+
+    async def latest(self, letter_id: int, action: str) -> Decision | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM decisions WHERE letter_id = ? AND action = ? ORDER BY id DESC LIMIT 1", (letter_id, action)
+        )
+        return _decision(row) if row else None
+
     async def record(self, decision: Decision) -> None:
         """An audit entry for an action that is not a status change (ban, unban, language)."""
         async with self.db.transaction() as db:
@@ -222,12 +258,7 @@ class LetterRepository:
                ORDER BY id LIMIT 1""",
             (letter_id,),
         )
-        if row is None:
-            return None
-        return Decision(
-            row["letter_id"], row["action"], row["platform"], row["moderator_id"], row["moderator"],
-            row["reason"], row["decided_at"],
-        )
+        return _decision(row) if row else None
 
     async def unreported(self) -> list[int]:
         """Approved letters whose broadcast report has not gone out."""
@@ -239,6 +270,13 @@ class LetterRepository:
             "UPDATE letters SET reported_at = ? WHERE id = ? AND reported_at IS NULL", (at, letter_id)
         )
         return changed == 1
+
+
+def _decision(row) -> Decision:
+    return Decision(
+        row["letter_id"], row["action"], row["platform"], row["moderator_id"], row["moderator"], row["reason"],
+        row["decided_at"],
+    )
 
 
 async def _insert_decision(db, decision: Decision) -> None:

@@ -8,7 +8,8 @@ from storage.cards import CardRepository
 from storage.db import Database
 from storage.deliveries import DeliveryRepository
 from storage.letters import LetterRepository
-from storage.senders import SenderRepository
+from storage.privacy import PrivacyRepository
+from storage.senders import BanRepository, SenderRepository
 from storage.state import StateRepository
 from storage.subscriptions import SubscriptionRepository
 from storage.translations import TranslationRepository
@@ -18,6 +19,8 @@ from storage.translations import TranslationRepository
 class Repositories:
     db: Database
     senders: SenderRepository
+    bans: BanRepository
+    privacy: PrivacyRepository
     letters: LetterRepository
     cards: CardRepository
     subscriptions: SubscriptionRepository
@@ -30,6 +33,8 @@ class Repositories:
         return cls(
             db=db,
             senders=SenderRepository(db),
+            bans=BanRepository(db),
+            privacy=PrivacyRepository(db),
             letters=LetterRepository(db),
             cards=CardRepository(db),
             subscriptions=SubscriptionRepository(db),

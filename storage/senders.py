@@ -1,4 +1,9 @@
-"""Who wrote: platform identities behind the pseudonym number that moderators see."""
+"""Who wrote: a sender is a pseudonym ("sender 7"); the account behind it is kept only while it is needed.
+
+`accounts` holds the one row that ties a pseudonym to a platform account (user id, private chat, language).
+It is deleted when retention cuts the link and on `forget`; the letters then belong to the pseudonym alone.
+Bans outlive the account as a keyed hash of it (the key lives in a file outside the database).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,17 @@ from storage.db import Database
 
 @dataclass(frozen=True)
 class Sender:
+    """A pseudonym with the account behind it: what the bot needs to tell the writer about their letters."""
+
     id: int
     platform: str
     user_id: str
     chat_id: str
     language: str | None
-    banned: bool
 
 
 def _sender(row) -> Sender:
-    return Sender(row["id"], row["platform"], row["user_id"], row["chat_id"], row["language"], bool(row["banned"]))
+    return Sender(row["sender_id"], row["platform"], row["user_id"], row["chat_id"], row["language"])
 
 
 class SenderRepository:
@@ -26,29 +32,75 @@ class SenderRepository:
         self.db = db
 
     async def ensure(self, platform: str, user_id: str, chat_id: str, language: str | None, at: float) -> Sender:
-        """The sender for this platform account, created on first contact; chat and language follow the latest."""
+        """The sender of this account, a new pseudonym on first contact; chat and language follow the latest."""
         async with self.db.transaction() as db:
-            await db.execute(
-                """INSERT INTO senders (platform, user_id, chat_id, language, created_at) VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (platform, user_id)
-                   DO UPDATE SET chat_id = excluded.chat_id, language = COALESCE(excluded.language, language)""",
-                (platform, user_id, chat_id, language, at),
-            )
+            async with db.execute(
+                "SELECT sender_id FROM accounts WHERE platform = ? AND user_id = ?", (platform, user_id)
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                async with db.execute("INSERT INTO senders (created_at) VALUES (?)", (at,)) as cursor:
+                    sender_id = cursor.lastrowid
+                await db.execute(
+                    """INSERT INTO accounts (sender_id, platform, user_id, chat_id, language, last_seen_at)
+                       VALUES (?, ?, ?, ?, ?, ?)""",
+                    (sender_id, platform, user_id, chat_id, language, at),
+                )
+            else:
+                await db.execute(
+                    """UPDATE accounts SET chat_id = ?, language = COALESCE(?, language), last_seen_at = ?
+                       WHERE sender_id = ?""",
+                    (chat_id, language, at, row["sender_id"]),
+                )
         sender = await self.find(platform, user_id)
         assert sender is not None
         return sender
 
     async def find(self, platform: str, user_id: str) -> Sender | None:
-        row = await self.db.fetchone("SELECT * FROM senders WHERE platform = ? AND user_id = ?", (platform, user_id))
+        row = await self.db.fetchone("SELECT * FROM accounts WHERE platform = ? AND user_id = ?", (platform, user_id))
         return _sender(row) if row else None
 
     async def get(self, sender_id: int) -> Sender | None:
-        row = await self.db.fetchone("SELECT * FROM senders WHERE id = ?", (sender_id,))
+        """The account behind a pseudonym, or None once the link is cut."""
+        row = await self.db.fetchone("SELECT * FROM accounts WHERE sender_id = ?", (sender_id,))
         return _sender(row) if row else None
 
-    async def set_banned(self, sender_id: int, banned: bool) -> bool:
-        """True when this changed the ban."""
+
+class BanRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def is_banned(self, account_hash: str) -> bool:
+        return await self.db.fetchone("SELECT 1 FROM bans WHERE account_hash = ?", (account_hash,)) is not None
+
+    async def ban(self, account_hash: str, sender_id: int, at: float) -> bool:
+        """True when this account was not banned before."""
         changed = await self.db.execute(
-            "UPDATE senders SET banned = ? WHERE id = ? AND banned != ?", (int(banned), sender_id, int(banned))
+            "INSERT OR IGNORE INTO bans (account_hash, sender_id, banned_at) VALUES (?, ?, ?)",
+            (account_hash, sender_id, at),
         )
         return changed == 1
+
+    async def unban(self, account_hash: str | None, sender_id: int) -> bool:
+        """Lift the ban of this account, or, once the account is unknown, the ban recorded for the pseudonym."""
+        if account_hash is not None:
+            sql, params = "DELETE FROM bans WHERE account_hash = ? OR sender_id = ?", (account_hash, sender_id)
+        else:
+            sql, params = "DELETE FROM bans WHERE sender_id = ?", (sender_id,)
+        return await self.db.execute(sql, params) > 0
+
+    async def legacy(self) -> list[tuple[str, str, str]]:
+        """Bans carried over from before hashing: (marker, platform, user id), to be hashed at start-up."""
+        rows = await self.db.fetchall("SELECT account_hash FROM bans WHERE account_hash LIKE 'legacy:%'")
+        found = []
+        for row in rows:
+            _legacy, platform, user_id = row["account_hash"].split(":", 2)
+            found.append((row["account_hash"], platform, user_id))
+        return found
+
+    async def rehash(self, marker: str, account_hash: str) -> None:
+        async with self.db.transaction() as db:
+            await db.execute(
+                "UPDATE OR IGNORE bans SET account_hash = ? WHERE account_hash = ?", (account_hash, marker)
+            )
+            await db.execute("DELETE FROM bans WHERE account_hash = ?", (marker,))

@@ -19,7 +19,7 @@ class Subscription:
     deactivated_reason: str | None
 
 
-def _subscription(row) -> Subscription:
+def subscription_from(row) -> Subscription:
     return Subscription(
         row["id"], row["platform"], row["chat_id"], row["kind"], row["title"], row["language"],
         bool(row["active"]), row["deactivated_reason"],
@@ -50,15 +50,15 @@ class SubscriptionRepository:
         row = await self.db.fetchone(
             "SELECT * FROM subscriptions WHERE platform = ? AND chat_id = ?", (platform, chat_id)
         )
-        return _subscription(row) if row else None
+        return subscription_from(row) if row else None
 
     async def get(self, subscription_id: int) -> Subscription | None:
         row = await self.db.fetchone("SELECT * FROM subscriptions WHERE id = ?", (subscription_id,))
-        return _subscription(row) if row else None
+        return subscription_from(row) if row else None
 
     async def active(self) -> list[Subscription]:
         rows = await self.db.fetchall("SELECT * FROM subscriptions WHERE active = 1 ORDER BY platform, id")
-        return [_subscription(row) for row in rows]
+        return [subscription_from(row) for row in rows]
 
     async def deactivate(self, subscription_id: int, reason: str, at: float) -> bool:
         """Stop the subscription and drop what it still had queued; True when it was active."""

@@ -11,6 +11,7 @@ import pytest
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.i18n import Catalogues
+from bot.keys import AccountKey
 from handlers.context import Context, Policy, Room
 from handlers.events import ChatKind, ChatRef, IncomingMessage, Role, UserRef
 from storage.db import Database
@@ -80,6 +81,7 @@ async def world() -> AsyncIterator[World]:
         scheduler=scheduler,
         detector=FixedDetector(),
         translating=None,
+        hasher=AccountKey(b"k" * 32),
     )
     moderator = UserRef("telegram", "900", "Mo", "en")
     network.roles[(MODS, "900")] = Role.MEMBER

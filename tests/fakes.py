@@ -20,6 +20,7 @@ class Posted:
     ref: RemoteRef
     message: OutgoingMessage
     edits: list[OutgoingMessage] = field(default_factory=list)
+    scrubbed: bool = False
 
     @property
     def current(self) -> OutgoingMessage:
@@ -72,6 +73,14 @@ class FakeNetwork:
                 posted.edits.append(message)
                 return
         raise DeliveryError("message to edit not found", retryable=False)
+
+    async def scrub(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        """Like the real networks: the new content replaces every earlier version (no history kept)."""
+        for posted in self.posted:
+            if posted.ref == ref:
+                posted.message, posted.edits, posted.scrubbed = message, [], True
+                return
+        raise DeliveryError("message to scrub not found", retryable=False)
 
     async def role_of(self, chat_id: str, user_id: str) -> Role:
         return self.roles.get((chat_id, user_id), Role.OUTSIDER)

@@ -1,0 +1,68 @@
+"""The bot's files are its operator's alone: the data folder 0700, every file the bot writes in it 0600.
+
+Modes are set when a file is created (whatever the umask) and tightened at start-up when found looser, so a
+database copied in with `cp`, or left by an older version, does not stay readable by every local user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+# SQLite's files beside the database: WAL, shared memory, rollback journal.
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def key_path(database: Path) -> Path:
+    return database.parent / "ban.key"
+
+
+def matrix_store(database: Path) -> Path:
+    return database.parent / "matrix-store"
+
+
+def prepare(database: Path) -> None:
+    """Create the data folder and an empty database file with private modes, before SQLite creates them."""
+    if str(database) == ":memory:":
+        return
+    database.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    descriptor = os.open(database, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.close(descriptor)
+    tighten(database)
+
+
+def tighten(database: Path) -> int:
+    """Take group and other permissions off everything the bot keeps; one log line when anything changed."""
+    if str(database) == ":memory:":
+        return 0
+    changed = 0
+    folder = database.parent
+    if folder.resolve() != Path.cwd().resolve():  # never lock the operator out of a working directory
+        changed += _restrict(folder, DIRECTORY_MODE)
+    for path in [database, *(Path(f"{database}{suffix}") for suffix in SIDECARS), key_path(database)]:
+        changed += _restrict(path, FILE_MODE)
+    store = matrix_store(database)
+    if store.is_dir():
+        changed += _restrict(store, DIRECTORY_MODE)
+        for path in store.rglob("*"):
+            changed += _restrict(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
+    if changed:
+        log.warning("tightened the permissions of %d file(s) under %s: others could read them", changed, folder)
+    return changed
+
+
+def _restrict(path: Path, wanted: int) -> int:
+    try:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+    except FileNotFoundError:
+        return 0
+    if path.is_symlink() or mode & 0o077 == 0:
+        return 0
+    path.chmod(mode & ~0o077 & 0o7777 | (wanted & 0o700))
+    return 1

@@ -1,0 +1,132 @@
+"""Cutting the link between letters and the accounts that wrote them: retention and `forget`.
+
+What is cut: the `accounts` row (platform user id, private chat, language), the chat and message ids of the
+letter's parts, and, for rejected and withdrawn letters, their text and translations. What stays: the letter as
+"sender 7" wrote it when it was published, and bans as keyed hashes. Each batch is one short transaction, so a
+purge of many letters lets intake in between batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.db import Database
+
+BATCH = 500
+_REMOVABLE = ("rejected", "withdrawn")
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    letters: int  # letters of the account, now unlinked
+    subscriptions: int  # the account's personal subscription, if it had one
+
+
+class PrivacyRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def unlink_decided(self, decided_before: float, now: float, batch: int = BATCH) -> int:
+        """Unlink up to `batch` letters decided at or before `decided_before`; returns how many (0: done)."""
+        async with self.db.transaction() as db:
+            async with db.execute(
+                """SELECT id, sender_id, status FROM letters
+                   WHERE unlinked_at IS NULL AND status != 'pending' AND decided_at <= ?
+                   ORDER BY decided_at LIMIT ?""",
+                (decided_before, batch),
+            ) as cursor:
+                rows = list(await cursor.fetchall())
+            if not rows:
+                return 0
+            await _unlink(db, [(row["id"], row["status"]) for row in rows], now)
+            for sender_id in sorted({row["sender_id"] for row in rows}):
+                await _detach_account(db, sender_id, now)
+        return len(rows)
+
+    async def drop_idle_accounts(self, seen_before: float) -> int:
+        """Accounts with no letter still linked to them and no contact since `seen_before` (refused messages)."""
+        return await self.db.execute(
+            """DELETE FROM accounts WHERE last_seen_at <= ? AND NOT EXISTS (
+                   SELECT 1 FROM letters WHERE letters.sender_id = accounts.sender_id AND unlinked_at IS NULL)""",
+            (seen_before,),
+        )
+
+    async def drop_replay_guards(self, seen_before: float, batch: int = BATCH * 10) -> int:
+        return await self.db.execute(
+            "DELETE FROM seen_events WHERE rowid IN (SELECT rowid FROM seen_events WHERE seen_at <= ? LIMIT ?)",
+            (seen_before, batch),
+        )
+
+    async def forget(self, platform: str, user_id: str, now: float) -> Forgotten:
+        """Every trace of the account: its link to all its letters, their parts' ids, the texts of its rejected
+        and withdrawn letters, its personal subscription. Pending letters must be withdrawn before this."""
+        async with self.db.transaction() as db:
+            async with db.execute(
+                "SELECT sender_id, chat_id FROM accounts WHERE platform = ? AND user_id = ?", (platform, user_id)
+            ) as cursor:
+                account = await cursor.fetchone()
+            letters: list[tuple[int, str]] = []
+            if account is not None:
+                async with db.execute(
+                    "SELECT id, status FROM letters WHERE sender_id = ?", (account["sender_id"],)
+                ) as cursor:
+                    letters = [(row["id"], row["status"]) for row in await cursor.fetchall()]
+                await _unlink(db, letters, now)
+                await db.execute("DELETE FROM accounts WHERE sender_id = ?", (account["sender_id"],))
+            # A private chat's id is the person (Telegram: their user id; Matrix: their direct room).
+            chats = {user_id} | ({account["chat_id"]} if account is not None else set())
+            subscriptions = await _drop_personal_subscriptions(db, platform, chats)
+        return Forgotten(letters=len(letters), subscriptions=subscriptions)
+
+
+async def _unlink(db, letters: list[tuple[int, str]], now: float) -> None:
+    ids = [(letter_id,) for letter_id, _status in letters]
+    removable = [(letter_id,) for letter_id, status in letters if status in _REMOVABLE]
+    await db.executemany("UPDATE letter_parts SET chat_id = NULL, message_id = NULL WHERE letter_id = ?", ids)
+    await db.executemany("UPDATE letters SET unlinked_at = ? WHERE id = ? AND unlinked_at IS NULL",
+                         [(now, letter_id) for (letter_id,) in ids])
+    await db.executemany("UPDATE letter_parts SET text = '' WHERE letter_id = ?", removable)
+    await db.executemany(
+        "UPDATE letters SET edited_text = NULL, edited_length = NULL, text_removed_at = ? WHERE id = ?",
+        [(now, letter_id) for (letter_id,) in removable],
+    )
+    await db.executemany("DELETE FROM translations WHERE letter_id = ?", removable)
+
+
+async def _detach_account(db, sender_id: int, now: float) -> None:
+    """The account behind `sender_id` no longer belongs to the letters just unlinked.
+
+    If it has letters still linked (pending, or decided recently), they and the account move to a new pseudonym;
+    the unlinked letters keep the old one, which from now on names nobody.
+    """
+    async with db.execute(
+        "SELECT 1 FROM letters WHERE sender_id = ? AND unlinked_at IS NULL LIMIT 1", (sender_id,)
+    ) as cursor:
+        still_linked = await cursor.fetchone() is not None
+    if not still_linked:
+        await db.execute("DELETE FROM accounts WHERE sender_id = ?", (sender_id,))
+        return
+    async with db.execute("SELECT 1 FROM accounts WHERE sender_id = ?", (sender_id,)) as cursor:
+        if await cursor.fetchone() is None:
+            return
+    async with db.execute("INSERT INTO senders (created_at) VALUES (?)", (now,)) as cursor:
+        new_id = cursor.lastrowid
+    await db.execute(
+        "UPDATE letters SET sender_id = ? WHERE sender_id = ? AND unlinked_at IS NULL", (new_id, sender_id)
+    )
+    await db.execute("UPDATE accounts SET sender_id = ? WHERE sender_id = ?", (new_id, sender_id))
+
+
+async def _drop_personal_subscriptions(db, platform: str, chats: set[str]) -> int:
+    dropped = 0
+    for chat_id in sorted(chats):
+        async with db.execute(
+            "SELECT id FROM subscriptions WHERE platform = ? AND chat_id = ? AND kind = 'private'", (platform, chat_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            continue
+        await db.execute("DELETE FROM deliveries WHERE subscription_id = ?", (row["id"],))
+        await db.execute("DELETE FROM subscriptions WHERE id = ?", (row["id"],))
+        dropped += 1
+    return dropped
