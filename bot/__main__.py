@@ -12,6 +12,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from bot.config import ConfigError, Settings
+from bot.logs import Redactor, setup_logging
+from handlers.common import failure_summary
 
 EXIT_CONFIG = 2
 
@@ -21,20 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env; the environment wins)")
     parser.add_argument("--check", action="store_true", help="validate settings, reach every network, and exit")
     args = parser.parse_args(argv)
+    # The database, the Matrix store (keys and sessions) and media hold letters and secrets: what the bot
+    # writes is for its own user only (0600 files, 0700 directories), whatever umask it was started with.
+    os.umask(0o077)
 
     env = _environment(Path(args.env_file))
     try:
         settings = Settings.from_env(env)
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        # Before logging is set up; the patterns still catch a token quoted in a value.
+        print(f"configuration error: {Redactor().redact(str(error))}", file=sys.stderr)
         return EXIT_CONFIG
 
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging(settings)
     # PTB's RetryAfter otherwise warns about its int retry_after on every 429.
     os.environ.setdefault("PTB_TIMEDELTA", "1")
 
@@ -48,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except app.StartupError as error:
         logging.getLogger("bot").error("%s", error)
+        return 1
+    except Exception as error:
+        # Logged rather than left to the interpreter, whose traceback would bypass the redaction; the summary
+        # only at CRITICAL, since the message may quote a letter or a chat id.
+        log = logging.getLogger("bot")
+        log.critical("the bot stopped on an unexpected %s (LOG_LEVEL=DEBUG shows the traceback)",
+                     failure_summary(error))
+        log.debug("the bot stopped", exc_info=True)
         return 1
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bot.pacing import Pacer
 from handlers import broadcast
+from handlers.common import failure_summary, without_ids
 from handlers.context import Context
 from handlers.events import OutgoingMessage
 from handlers.ports import DeliveryError, NotReady
@@ -151,8 +152,10 @@ class DeliveryWorker:
             await asyncio.shield(self.ctx.repos.deliveries.release(job.id, self.ctx.clock.now()))
             raise
         except Exception as error:
-            log.exception("delivery %d: unexpected error", job.id)
-            await self._failed(job, DeliveryError(repr(error), retryable=True))
+            # The summary, not the message: an error while rendering may quote the letter or the chat.
+            log.error("delivery %d: unexpected %s", job.id, failure_summary(error))
+            log.debug("delivery %d: unexpected error", job.id, exc_info=True)
+            await self._failed(job, DeliveryError(type(error).__name__, retryable=True))
         self._touched.add(job.letter_id)
         self._touched_event.set()
 
@@ -169,8 +172,9 @@ class DeliveryWorker:
         for letter_id in sorted(letters):
             try:
                 await self._report(letter_id)
-            except Exception:
-                log.exception("letter #%d: report failed", letter_id)
+            except Exception as error:
+                log.error("letter #%d: report failed: %s", letter_id, failure_summary(error))
+                log.debug("letter #%d: report failed", letter_id, exc_info=True)
 
     async def _report(self, letter_id: int) -> None:
         now = time.monotonic()
@@ -241,18 +245,25 @@ class DeliveryWorker:
     async def _failed(self, job: DeliveryJob, error: DeliveryError) -> None:
         repos, now = self.ctx.repos, self.ctx.clock.now()
         if error.moved_to is not None:
-            log.info("delivery %d: chat %s moved to %s", job.id, job.chat_id, error.moved_to)
+            log.info("delivery %d: subscription %d moved to the chat's new id", job.id, job.subscription_id)
+            log.debug("delivery %d: chat %s moved to %s", job.id, job.chat_id, error.moved_to)
             await repos.subscriptions.move(job.subscription_id, error.moved_to, now)
             await repos.deliveries.reschedule(job.id, now, error.reason, now)
         elif error.gone:
-            log.info("delivery %d: %s chat %s is gone: %s", job.id, job.platform, job.chat_id, error.reason)
+            reason = without_ids(error.reason)
+            log.info(
+                "delivery %d: subscription %d ended, its %s chat is gone: %s",
+                job.id, job.subscription_id, job.platform, reason,
+            )
+            log.debug("delivery %d: %s chat %s is gone: %s", job.id, job.platform, job.chat_id, error.reason)
             await repos.subscriptions.deactivate(job.subscription_id, error.reason, now)
         elif not error.retryable or job.attempts >= self.retry.max_attempts:
-            log.warning("delivery %d failed for good after %d attempts: %s", job.id, job.attempts, error.reason)
+            reason = without_ids(error.reason)
+            log.warning("delivery %d failed for good after %d attempts: %s", job.id, job.attempts, reason)
             await repos.deliveries.mark_failed(job.id, error.reason, now)
         else:
             delay = error.retry_after if error.retry_after is not None else self.retry.delay(job.attempts)
             if error.retry_after is not None:
                 self.pacers[job.platform].pause(job.chat_id, error.retry_after)
-            log.info("delivery %d: retry in %.1f s (%s)", job.id, delay, error.reason)
+            log.info("delivery %d: retry in %.1f s (%s)", job.id, delay, without_ids(error.reason))
             await repos.deliveries.reschedule(job.id, now + delay, error.reason, now)

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from handlers.common import failure_summary
+
 log = logging.getLogger(__name__)
 
 
@@ -23,11 +25,18 @@ class TaskScheduler:
         await asyncio.sleep(delay)
         try:
             await job()
-        except Exception:
-            log.exception("scheduled job failed")
+        except Exception as error:
+            # The summary, not the message: a job's error may quote the letter or the sender it was about.
+            log.error("scheduled job %s failed: %s", _name_of(job), failure_summary(error))
+            log.debug("scheduled job failed", exc_info=True)
 
     async def cancel_all(self) -> None:
         """Work left undone here is found again at the next start (e.g. letters without receipt)."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _name_of(job: Callable[[], Awaitable[None]]) -> str:
+    target = getattr(job, "func", job)  # functools.partial
+    return str(getattr(target, "__qualname__", type(target).__name__))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
+import os
 import random
 import re
 import time
@@ -22,6 +24,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import requests
@@ -68,7 +71,6 @@ _PERMANENT_ERRORS = (
 )
 # A URL in the settings that can never work (unlike refused or timed-out connections, which may recover).
 _BAD_URL_ERRORS = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)
-_QUERY = re.compile(r"\?\S*")
 
 
 class TranslationError(Exception):
@@ -195,7 +197,8 @@ class DeepTranslator:
         try:
             result = self._client(source, target).translate(text)
         except Exception as error:
-            raise _classify(self.name, error, guard.responses) from error
+            # Not chained to `error`: its text, in any traceback, would quote the letter (see _classify).
+            raise _classify(self.name, error, guard.responses, text) from _stand_in(error)
         finally:
             _HttpGuard.current.reset(token)
         return self._checked(result, guard.responses)
@@ -258,6 +261,8 @@ class _HttpGuard:
 
     @staticmethod
     def install() -> None:
+        for name in _URL_LOGGERS:
+            logging.getLogger(name).addFilter(_QUIET_URLS)
         original: Callable[..., requests.Response] = requests.Session.request
         if getattr(original, "_translation_guard", False):
             return
@@ -277,6 +282,23 @@ class _HttpGuard:
 
         request._translation_guard = True  # type: ignore[attr-defined]
         requests.Session.request = request  # type: ignore[method-assign]
+
+
+class _QuietUrls(logging.Filter):
+    """urllib3 logs each request's URL at DEBUG, and the providers take the letter (LibreTranslate the key too) as
+    query parameters: in a translation call the query is cut from those lines. A filter on the logger itself,
+    since urllib3 logs to these loggers directly (a logger's filters see only its own records)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _HttpGuard.current.get() is not None:
+            record.msg = _QUERY.sub("?…", record.getMessage())
+            record.args = None
+        return True
+
+
+_QUERY = re.compile(r"\?\S*")
+_QUIET_URLS = _QuietUrls()
+_URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry")
 
 
 class _DeeplByHeader(DeeplTranslator):
@@ -349,23 +371,75 @@ def _mymemory_codes() -> dict[str, str]:
     return chosen | _MYMEMORY_CHOICES
 
 
-def _classify(provider: str, error: Exception, responses: list[requests.Response]) -> TranslationError:
+def _classify(provider: str, error: Exception, responses: list[requests.Response], text: str) -> TranslationError:
+    """The failure in words of our own. The reason is logged, and deep-translator's exceptions quote the letter
+    (TranslationNotFound and NotValidLength carry it as `val`) or the key (AuthorizationException); requests'
+    errors quote the URL, which for LibreTranslate holds both. So no exception's text goes into it."""
+    name = type(error).__name__
     if isinstance(error, LanguageNotSupportedException):
-        return TranslationError(f"{provider} does not support the language {error.val!r}", permanent=True)
+        return TranslationError(f"{provider} does not support the language {str(error.val)[:20]!r}", permanent=True)
     if isinstance(error, _PERMANENT_ERRORS):
-        return TranslationError(f"{provider}: {type(error).__name__}: {error.message}", permanent=True)
+        return TranslationError(f"{provider}: {name}: {_PERMANENT_WORDS.get(type(error), 'refused')}", permanent=True)
     if isinstance(error, requests.RequestException):
-        # The request's URL carries the text and the key (LibreTranslate sends both as query parameters).
-        detail = _QUERY.sub("?…", str(error))
-        reason = f"{provider}: {type(error).__name__}: {detail}"
+        words = next((words for kind, words in _REQUEST_WORDS if isinstance(error, kind)), "the request failed")
+        cause = _system_reason(error)
+        reason = f"{provider}: {name}: {words}" + (f" ({cause})" if cause else "")
         return TranslationError(reason, permanent=isinstance(error, _BAD_URL_ERRORS))
     response = responses[-1] if responses else None
-    if response is None or response.ok:
+    if response is None:
+        return TranslationError(f"{provider}: {name} before any answer came", permanent=False)
+    if response.ok:
         # Something odd about an answer that came (a page that is not the expected JSON or HTML): may pass.
-        return TranslationError(f"{provider}: {type(error).__name__}: {error}", permanent=False)
-    detail = _error_text(response)
+        reason = f"{provider}: {name}: HTTP {response.status_code} without a translation in the answer"
+        return TranslationError(reason, permanent=False)
+    detail = _error_text(response, text)
     reason = f"{provider}: HTTP {response.status_code}" + (f": {detail}" if detail else "")
     return TranslationError(reason, permanent=not _may_pass(response.status_code, detail))
+
+
+_PERMANENT_WORDS: dict[type[Exception], str] = {
+    InvalidSourceOrTargetLanguage: "an invalid source or target language",
+    NotValidLength: "a text of a length the provider does not accept",
+    NotValidPayload: "not a text the provider accepts",
+    ApiKeyException: "no API key",
+}
+_REQUEST_WORDS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str], ...] = (
+    (requests.exceptions.ConnectTimeout, "no connection within the time limit"),
+    (requests.exceptions.ReadTimeout, "no answer within the time limit"),
+    (requests.exceptions.SSLError, "the TLS handshake failed"),
+    (_BAD_URL_ERRORS, "the URL cannot work"),
+    (requests.exceptions.ConnectionError, "could not connect"),
+    (requests.exceptions.Timeout, "no answer within the time limit"),
+)
+
+
+def _stand_in(error: Exception) -> Exception | None:
+    """What a TranslationError is chained to, for tracebacks: for requests' errors one of the same class in our
+    own words (their text quotes the URL, so the letter and the key); nothing for deep-translator's, which
+    quote the letter."""
+    if not isinstance(error, requests.RequestException):
+        return None
+    words = next((words for kind, words in _REQUEST_WORDS if isinstance(error, kind)), "the request failed")
+    try:
+        return type(error)(words)
+    except TypeError:  # a subclass with a constructor of its own (requests' JSONDecodeError)
+        return requests.RequestException(words)
+
+
+def _system_reason(error: BaseException) -> str:
+    """The operating system's words under a requests error ("Connection refused"): they quote no URL."""
+    pending: list[object] = [error]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.strerror if isinstance(current.strerror, str) else os.strerror(current.errno)
+        # urllib3's MaxRetryError keeps the failure as `reason`; requests passes it on as the first argument.
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return ""
 
 
 def _may_pass(status: int, detail: str) -> bool:
@@ -373,15 +447,26 @@ def _may_pass(status: int, detail: str) -> bool:
     return status in (408, 425, 429) or status >= 500 or (status == 403 and _LIBRE_BANNED in detail)
 
 
-def _error_text(response: requests.Response) -> str:
-    """The server's own words about an error: LibreTranslate's {"error"}, DeepL's {"message"}, or the body."""
+def _error_text(response: requests.Response, text: str) -> str:
+    """The server's own words about an error, LibreTranslate's {"error"} or DeepL's {"message"}, else the status's
+    name: a page or a whole body might quote the request, and with it the letter."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:200]
-    if isinstance(body, dict):
-        return str(body.get("error") or body.get("message") or body)[:200]
-    return str(body)[:200]
+        body = None
+    value = body.get("error") or body.get("message") if isinstance(body, dict) else None
+    detail = value.strip()[:200] if isinstance(value, str) else ""
+    quoted = text.strip()[:30]
+    if quoted and quoted in detail:  # a server that quotes the text back
+        detail = ""
+    return detail or _status_phrase(response.status_code)
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _check_mymemory(response: requests.Response) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from handlers.common import gettext_for
+from handlers.common import gettext_for, send
 from handlers.context import Context, Room
 from handlers.events import Action, OutgoingMessage, RemoteRef
 from handlers.ports import DeliveryError
@@ -195,10 +195,15 @@ async def _scrub_cards(ctx: Context, letter: Letter, status: str) -> None:
             message = await card_message(ctx, Room(card.platform, card.chat_id), letter, status)
         else:
             message = OutgoingMessage(chat_id=card.chat_id, text=removed, silent=True)
+        network = ctx.network(card.platform)
         try:
-            await ctx.network(card.platform).scrub(RemoteRef(card.platform, card.chat_id, card.message_id), message)
+            await network.scrub(RemoteRef(card.platform, card.chat_id, card.message_id), message)
         except DeliveryError as error:
             log.warning("letter #%d: a card part could not be scrubbed: %s", letter.id, error.reason)
+            continue
+        if card.part == 0 and not network.scrub_keeps_message:
+            # The card now shows as deleted: the decision must still be visible in the room.
+            await send(ctx, card.platform, OutgoingMessage(chat_id=card.chat_id, text=status, silent=True))
 
 
 async def _edit(ctx: Context, card: Card, message: OutgoingMessage) -> None:

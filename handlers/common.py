@@ -49,6 +49,23 @@ def failure_summary(error: BaseException) -> str:
     return f"{type(error).__name__} at {where}:{last.lineno} in {last.name}"
 
 
+_ID_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[email]"),
+    # Matrix user ids, room ids and aliases, as servers quote them ("User @x:example.org not in room !r:…").
+    (re.compile(r"[@!#+][^\s:'\"<>]+:[A-Za-z0-9.-]+(?::\d+)?"), "[id]"),
+    # Telegram's user and chat ids: numbers of five digits and more, a minus sign in front for groups.
+    (re.compile(r"(?<![\w.])-?\d{5,}(?![\w.])"), "[id]"),
+)
+
+
+def without_ids(text: str) -> str:
+    """`text` (a server's reason for a failure) with the email addresses and platform ids it may quote taken out,
+    for log lines at INFO and above, which name people and chats by number only."""
+    for pattern, replacement in _ID_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def letter_number(word: str) -> int | None:
     """`12` or `#12` → 12."""
     word = word.lstrip("#")

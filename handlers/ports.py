@@ -43,6 +43,7 @@ class Transport(Protocol):
     platform: str
     command_prefix: str  # "/" on Telegram, "!" on Matrix
     max_text_length: int  # longest text of one message, in `text_length` units
+    scrub_keeps_message: bool  # False where a scrubbed message shows as deleted (Matrix redactions)
 
     def text_length(self, text: str) -> int: ...
 

@@ -34,6 +34,7 @@ class Posted:
 
 class FakeNetwork:
     command_prefix = "/"
+    scrub_keeps_message = True
 
     def __init__(self, platform: str = "telegram", max_text_length: int = 4096) -> None:
         self.platform = platform

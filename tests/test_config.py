@@ -72,3 +72,26 @@ def test_defaults() -> None:
     assert settings.database == Path("data/relay.db")
     assert settings.letter_join_seconds == 5 and settings.default_language == "en" and settings.translator == "google"
     assert TOKEN not in repr(settings)
+
+
+def test_the_repr_of_settings_shows_no_secret() -> None:
+    secrets = {
+        "TELEGRAM_TOKEN": "7123456789:AAHsecretTelegramTokenValue_0123456789",
+        "MATRIX_PASSWORD": "correct horse battery staple",
+        "MATRIX_ACCESS_TOKEN": "syt_cmVsYXk_secretMatrixToken_1a2b3c",
+        "LIBRETRANSLATE_API_KEY": "libre-secret-key-4711",
+        "DEEPL_API_KEY": "deepl-secret-key-0815:fx",
+    }
+    settings = Settings.from_env({
+        **secrets,
+        "TELEGRAM_MODERATION_CHAT": "-100123",
+        "MATRIX_HOMESERVER": "https://matrix.example.org",
+        "MATRIX_USER": "@relay:example.org",
+        "MATRIX_MODERATION_ROOM": "!mods:example.org",
+        "TRANSLATOR": "deepl",
+        "LIBRETRANSLATE_URL": "https://lt.example.org",
+    })
+    shown = repr(settings) + str(settings) + repr(settings.telegram) + repr(settings.matrix)
+    for name, secret in secrets.items():
+        assert secret not in shown, name
+    assert "example.org" in shown  # the repr still says something

@@ -13,27 +13,39 @@ import html
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from nio import (
+    Api,
     AsyncClient,
     AsyncClientConfig,
     ErrorResponse,
     JoinedMembersResponse,
     LoginResponse,
+    MessageDirection,
     ReactionEvent,
+    Response,
     RoomGetStateEventResponse,
     RoomGetStateResponse,
     RoomMemberEvent,
     RoomMessage,
     RoomMessageText,
+    RoomRedactResponse,
     RoomResolveAliasResponse,
     RoomSendResponse,
     SyncResponse,
 )
 
+# Not exported by the package (0.26), though AsyncClient.room_get_event_relations itself uses them.
+from nio.api import RelationshipType
+from nio.responses import RoomEventRelationsResponse
+
 from bot.config import MatrixSettings
+from bot.files import PrivateFile
+from handlers.common import without_ids
 from handlers.events import (
     ActionPressed,
     ChatKind,
@@ -59,6 +71,12 @@ KIND_CACHE_SECONDS = 300
 # Room versions before 12 list every creator in m.room.power_levels; from 12 on, creators stand above it.
 PRE_CREATOR_VERSIONS = frozenset(str(version) for version in range(1, 12))
 NOTICE_RETRIES = 3
+LEGACY_SESSION_KEY = "matrix.session"
+LONGEST_NOTICE_WAIT = 30
+SCRUB_REASON = "letter text removed"
+RELATIONS_PAGE = 50
+
+T = TypeVar("T", bound=Response)
 
 
 class KeyValue(Protocol):
@@ -71,11 +89,15 @@ class MatrixTransport:
     platform = PLATFORM
     command_prefix = "!"
     max_text_length = MAX_TEXT_BYTES
+    # Clients show a redacted card as "message deleted": its new state must be posted on its own.
+    scrub_keeps_message = False
 
     def __init__(self, settings: MatrixSettings, state: KeyValue, store_path: Path) -> None:
         self.settings = settings
         self.state = state
-        store_path.mkdir(parents=True, exist_ok=True)
+        # The access token is a credential: kept in a private file, not in the database (backups leak).
+        self._session_file = PrivateFile(store_path / "session.json")
+        store_path.mkdir(mode=0o700, parents=True, exist_ok=True)
         config = AsyncClientConfig(
             encryption_enabled=False,
             store_sync_tokens=False,  # we store the token ourselves, after the batch is handled
@@ -110,7 +132,7 @@ class MatrixTransport:
         log.info("matrix: syncing as %s (device %s)", self.client.user_id, self.client.device_id)
 
     async def _log_in(self) -> None:
-        saved = await self.state.get("matrix.session")
+        saved = await self._saved_session()
         if saved:
             session = json.loads(saved)
             if session.get("user_id") == self.settings.user:
@@ -126,7 +148,15 @@ class MatrixTransport:
         if not isinstance(response, LoginResponse):
             raise RuntimeError(f"matrix login failed: {response.message}")
         session = {"user_id": response.user_id, "device_id": response.device_id, "access_token": response.access_token}
-        await self.state.put("matrix.session", json.dumps(session))
+        self._session_file.write(json.dumps(session))
+
+    async def _saved_session(self) -> str | None:
+        """The session file; an older version kept the session in the database: it moves out of it now."""
+        saved = self._session_file.read()
+        if saved is None and (saved := await self.state.get(LEGACY_SESSION_KEY)) is not None:
+            self._session_file.write(saved)
+            await self.state.put(LEGACY_SESSION_KEY, "{}")
+        return saved
 
     async def _first_sync(self) -> str:
         """A new bot answers invites but does not replay the rooms' history."""
@@ -228,6 +258,27 @@ class MatrixTransport:
         return RemoteRef(PLATFORM, message.chat_id, event_id)
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        await self._replace(ref, message)
+
+    async def scrub(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        """Make the card show `message`, then redact every event of it that still carries the old text.
+
+        An edit alone is not enough: the original keeps the old text in its `body`, and every earlier edit keeps
+        it in `m.new_content` (and in its "* ..." fallback `body`); any member can fetch them, and clients offer
+        the edit history. So each of them is redacted too, except the edit just sent, which carries only
+        `message`. The edit comes first so that the card never shows the old text once scrubbing has begun.
+
+        The original goes last: once it is redacted Synapse lists none of its relations any more, so a scrub
+        retried after a failure could not find the edits left over. For the same reason, spec-following clients
+        then show the card as a deleted message and no longer apply the new edit to it.
+        """
+        scrubbing = await self._replace(ref, message)
+        edits = [event_id for event_id in await self._own_edits(ref) if event_id != scrubbing]
+        for event_id in [*edits, ref.message_id]:
+            await self._redact(ref.chat_id, event_id)
+        log.debug("matrix: scrubbed %s in %s (%d edits)", ref.message_id, ref.chat_id, len(edits))
+
+    async def _replace(self, ref: RemoteRef, message: OutgoingMessage) -> str:
         new_content = _content(message)
         content = {
             **new_content,
@@ -235,21 +286,68 @@ class MatrixTransport:
             "m.new_content": new_content,
             "m.relates_to": {"rel_type": "m.replace", "event_id": ref.message_id},
         }
-        await self._room_send(ref.chat_id, "m.room.message", content, None, notice=True)
+        return await self._room_send(ref.chat_id, "m.room.message", content, None, notice=True)
+
+    async def _own_edits(self, ref: RemoteRef) -> list[str]:
+        """The ids of the m.replace edits the bot sent of `ref`, through the relations API, every page of it.
+
+        Not nio's `room_get_event_relations`: on an error answer it raises AttributeError (matrix-nio#551) and
+        it would hide a 429 from us. Whatever the event type (an encrypted edit is m.room.encrypted), the
+        relation and the sender are readable in the clear.
+        """
+        found: list[str] = []
+        page: str | None = None
+        while True:
+            method, path = Api.room_get_event_relations(
+                self.client.access_token, ref.chat_id, ref.message_id, RelationshipType.replacement,
+                direction=MessageDirection.back, paginate_from=page, limit=RELATIONS_PAGE,
+            )
+            # nio's own request path: the same session, token header, timeouts and response parsing.
+            request = partial(
+                self.client._send, RoomEventRelationsResponse, method, path,
+                response_data=(ref.chat_id, ref.message_id),
+            )
+            response = await self._request(request, RoomEventRelationsResponse, patient=True)
+            found += [
+                event.source["event_id"] for event in response.events
+                if event.source.get("sender") == self.client.user_id and "event_id" in event.source
+            ]
+            if not response.next_batch or response.next_batch == page:
+                return found
+            page = response.next_batch
+
+    async def _redact(self, room_id: str, event_id: str) -> None:
+        # A fixed transaction id: a redaction repeated by a retried scrub is the same redaction to the server.
+        txn = _txn_id(f"redact {room_id} {event_id}")
+        await self._request(
+            lambda: self.client.room_redact(room_id, event_id, reason=SCRUB_REASON, tx_id=txn),
+            RoomRedactResponse,
+            patient=True,
+        )
 
     async def _room_send(self, room_id: str, kind: str, content: dict[str, Any], txn: str | None, notice: bool) -> str:
         """One room send. Notices wait out a short rate limit themselves; broadcasts leave that to the worker."""
+        response = await self._request(
+            lambda: self.client.room_send(room_id, kind, content, tx_id=txn), RoomSendResponse, patient=notice
+        )
+        return response.event_id
+
+    async def _request(self, request: Callable[[], Awaitable[Response]], expected: type[T], patient: bool) -> T:
+        """One homeserver request, or DeliveryError; a patient caller waits out a short rate limit first."""
         for attempt in range(NOTICE_RETRIES + 1):
             try:
-                response = await self.client.room_send(room_id, kind, content, tx_id=txn)
+                response = await request()
             except (TimeoutError, OSError) as error:
                 raise DeliveryError(f"homeserver unreachable: {error}", retryable=True) from error
-            if isinstance(response, RoomSendResponse):
-                return response.event_id
+            if isinstance(response, expected):
+                return response
+            if not isinstance(response, ErrorResponse):
+                raise DeliveryError(f"unexpected answer {type(response).__name__}", retryable=False)
             error = _normalise(response)
-            if not (notice and error.retry_after is not None and attempt < NOTICE_RETRIES and error.retry_after <= 30):
+            waits = error.retry_after is not None and error.retry_after <= LONGEST_NOTICE_WAIT
+            if not (patient and waits and attempt < NOTICE_RETRIES):
                 raise error
-            await asyncio.sleep(error.retry_after)
+            await asyncio.sleep(error.retry_after or 0)
         raise AssertionError("unreachable")
 
     # --- questions about rooms and people -----------------------------------------------------------------
@@ -302,7 +400,9 @@ class MatrixTransport:
             room = resolved.room_id
         response = await self.client.join(room)
         if isinstance(response, ErrorResponse):
-            log.info("matrix: cannot join %s: %s", room, response.message)
+            # The room may be a supporter's direct chat, and Synapse's message may name people: DEBUG only.
+            log.info("matrix: cannot join a room (%s)", response.status_code or "no error code")
+            log.debug("matrix: cannot join %s: %s", room, response.message)
             return None
         return room
 
@@ -399,10 +499,12 @@ def _normalise(response: ErrorResponse) -> DeliveryError:
     if code == "M_LIMIT_EXCEEDED" or getattr(response, "retry_after_ms", None):
         seconds = (response.retry_after_ms or 1000) / 1000
         return DeliveryError(f"rate limited for {seconds:g} s", retryable=True, retry_after=seconds)
-    if code in ("M_FORBIDDEN", "M_NOT_FOUND", "M_UNKNOWN") and "not in room" in response.message.lower():
-        return DeliveryError(response.message, retryable=False, gone=True)
+    # Synapse's messages quote user and room ids ("User @x:… not in room !r:…"): reasons end up in logs.
+    message = without_ids(response.message or "")
+    if code in ("M_FORBIDDEN", "M_NOT_FOUND", "M_UNKNOWN") and "not in room" in message.lower():
+        return DeliveryError(message, retryable=False, gone=True)
     if code == "M_FORBIDDEN":
-        return DeliveryError(response.message, retryable=False, gone=True)
+        return DeliveryError(message, retryable=False, gone=True)
     status = getattr(getattr(response, "transport_response", None), "status", 0) or 0
-    return DeliveryError(f"{code} {response.message}".strip(), retryable=status >= 500 or not code)
+    return DeliveryError(f"{code} {message}".strip(), retryable=status >= 500 or not code)
 

@@ -29,6 +29,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 from bot.config import TelegramSettings
 from bot.markup import render_telegram_html
 from bot.pacing import Pacer
+from handlers.common import without_ids
 from handlers.events import (
     ActionPressed,
     ChatKind,
@@ -62,6 +63,7 @@ class TelegramTransport:
     platform = PLATFORM
     command_prefix = "/"
     max_text_length = MAX_TEXT
+    scrub_keeps_message = True  # an edit replaces the text in place
 
     def __init__(self, settings: TelegramSettings, pacer: Pacer | None = None, connection_pool_size: int = 16) -> None:
         self.settings = settings
@@ -106,13 +108,14 @@ class TelegramTransport:
                 await self.application.initialize()
                 return
             except (NetworkError, TimedOut) as error:
-                log.warning("telegram: Bot API not reachable (%s); retrying in %.0f s", error, delay)
+                reason = without_ids(_reason(error))
+                log.warning("telegram: Bot API not reachable (%s); retrying in %.0f s", reason, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
 
     @staticmethod
     def _polling_error(error: TelegramError) -> None:
-        log.warning("telegram: polling failed, retrying: %s", error)
+        log.warning("telegram: polling failed, retrying: %s", without_ids(_reason(error)))
 
     async def stop(self) -> None:
         updater = self.application.updater
@@ -158,11 +161,17 @@ class TelegramTransport:
         except TelegramError as error:
             raise normalise(error) from error
 
+    async def scrub(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        """Show `message` instead of what `ref` showed, leaving nothing of the old text (Telegram keeps no edit
+        history for others to read): an edit."""
+        await self.edit(ref, message)
+
     async def role_of(self, chat_id: str, user_id: str) -> Role:
         try:
             member = await self.bot.get_chat_member(_chat_id(chat_id), int(user_id))
         except TelegramError as error:
-            log.info("telegram: member %s of %s unknown: %s", user_id, chat_id, error)
+            log.info("telegram: a membership lookup failed: %s", without_ids(_reason(error)))
+            log.debug("telegram: member %s of %s unknown: %s", user_id, chat_id, error)
             return Role.OUTSIDER
         return _role(member)
 
@@ -170,7 +179,8 @@ class TelegramTransport:
         try:
             chat = await self.bot.get_chat(_chat_id(reference))
         except TelegramError as error:
-            log.info("telegram: chat %s not found: %s", reference, error)
+            log.info("telegram: a chat lookup failed: %s", without_ids(_reason(error)))
+            log.debug("telegram: chat %s not found: %s", reference, error)
             return None
         return _chat_ref(chat)
 
@@ -193,13 +203,15 @@ class TelegramTransport:
         try:
             await self.bot.answer_callback_query(token, text=text[:200])
         except TelegramError as error:
-            log.info("telegram: callback answer failed: %s", error)
+            log.info("telegram: callback answer failed: %s", without_ids(_reason(error)))
 
     async def check(self) -> list[str]:
         """Problems that would stop the bot from working, one line each, for `--check`."""
         try:
             await self.application.initialize()
         except TelegramError as error:
+            # The Application counts as shut down already, but the bot's HTTP connections are open.
+            await self.bot.shutdown()
             return [f"TELEGRAM_TOKEN / TELEGRAM_API_URL: getMe failed: {error}"]
         try:
             print(f"telegram: the token belongs to @{self.bot.username}")
