@@ -13,7 +13,7 @@ from dotenv import dotenv_values
 
 from bot.config import ConfigError, Settings
 from bot.logs import Redactor, setup_logging
-from handlers.common import failure_summary
+from handlers.loggable import failure_summary
 
 EXIT_CONFIG = 2
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from bot.pacing import Pacer
 from handlers import broadcast
-from handlers.common import failure_summary, without_ids
 from handlers.context import Context
 from handlers.events import OutgoingMessage
+from handlers.loggable import failure_summary, without_ids
 from handlers.ports import DeliveryError, NotReady
 from storage.deliveries import DeliveryJob
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from handlers.common import failure_summary
+from handlers.loggable import failure_summary
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePath
 
 from handlers.context import Context
 from handlers.events import ChatRef, IncomingMessage, OutgoingMessage, RemoteRef
@@ -36,34 +34,6 @@ def parse_command(text: str | None, prefix: str) -> Command | None:
     if match is None:
         return None
     return Command(match["name"].lower(), (match["args"] or "").strip())
-
-
-def failure_summary(error: BaseException) -> str:
-    """`KeyError at handlers/cards.py:88 in post_cards`: where it failed, without the message (which may quote
-    a letter's text or an account)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return type(error).__name__
-    last = frames[-1]
-    where = "/".join(PurePath(last.filename).parts[-2:])
-    return f"{type(error).__name__} at {where}:{last.lineno} in {last.name}"
-
-
-_ID_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[email]"),
-    # Matrix user ids, room ids and aliases, as servers quote them ("User @x:example.org not in room !r:…").
-    (re.compile(r"[@!#+][^\s:'\"<>]+:[A-Za-z0-9.-]+(?::\d+)?"), "[id]"),
-    # Telegram's user and chat ids: numbers of five digits and more, a minus sign in front for groups.
-    (re.compile(r"(?<![\w.])-?\d{5,}(?![\w.])"), "[id]"),
-)
-
-
-def without_ids(text: str) -> str:
-    """`text` (a server's reason for a failure) with the email addresses and platform ids it may quote taken out,
-    for log lines at INFO and above, which name people and chats by number only."""
-    for pattern, replacement in _ID_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def letter_number(word: str) -> int | None:

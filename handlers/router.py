@@ -6,9 +6,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from handlers import editing, moderation, privacy, submission, subscriptions
-from handlers.common import Command, failure_summary, gettext_for, parse_command, reader_language, reply
+from handlers.common import Command, gettext_for, parse_command, reader_language, reply
 from handlers.context import Context
 from handlers.events import ActionPressed, ChatKind, Event, IncomingMessage, MembershipChanged
+from handlers.loggable import failure_summary
 
 log = logging.getLogger(__name__)
 

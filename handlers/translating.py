@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from handlers.loggable import failure_summary
 from handlers.ports import Clock, NotReady, Translator
 from storage.letters import Letter
 from storage.translations import TranslationRepository
@@ -81,11 +82,11 @@ class TranslationService:
             except Exception as error:
                 permanent = getattr(error, "permanent", False)
                 if permanent or self.clock.now() + delay >= deadline:
-                    log.warning("letter #%d: no translation into %s: %s", letter.id, language, error)
-                    self._given_up[key] = str(error)
+                    log.warning("letter #%d: no translation into %s: %s", letter.id, language, _why(error))
+                    self._given_up[key] = _why(error)
                     self.on_ready()
                     return
-                log.info("letter #%d: translation into %s failed (%s); retrying", letter.id, language, error)
+                log.info("letter #%d: translation into %s failed (%s); retrying", letter.id, language, _why(error))
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
@@ -102,3 +103,10 @@ class TranslationService:
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+def _why(error: Exception) -> str:
+    """The translator's own reason (worded without the letter), else only where it failed: a library's message
+    may quote the text it was given."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) else failure_summary(error)

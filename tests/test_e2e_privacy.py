@@ -125,7 +125,8 @@ async def test_nothing_identifies_a_writer_or_leaks_a_secret(level: str, homeser
             **{f"matrix direct room {index}": room for index, room in enumerate(dms)},
         }
         moderators = {"telegram moderator": mo["first_name"], "matrix moderator": "Modesta Moderatorova"}
-        letters = {"rejected text": REJECTED, "rejected text 2": CARMELA, "withdrawn text": WITHDRAWN, "waiting text": WAITING}
+        letters = {"rejected text": REJECTED, "rejected text 2": CARMELA, "withdrawn text": WITHDRAWN,
+                   "waiting text": WAITING}
 
         checked = 0
         for levelno, line in captured.lines:

@@ -23,7 +23,7 @@ from bot.app import check
 from bot.config import Settings
 from bot.logs import RedactingFilter, setup_logging
 from bot.translation import DeepTranslator, TranslationError
-from handlers.common import failure_summary, without_ids
+from handlers.loggable import failure_summary, without_ids
 from handlers.ports import NotReady, SystemClock
 from handlers.translating import TranslationService
 from storage.db import Database

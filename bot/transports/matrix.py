@@ -45,7 +45,6 @@ from nio.responses import RoomEventRelationsResponse
 
 from bot.config import MatrixSettings
 from bot.files import PrivateFile
-from handlers.common import without_ids
 from handlers.events import (
     ActionPressed,
     ChatKind,
@@ -58,6 +57,7 @@ from handlers.events import (
     Role,
     UserRef,
 )
+from handlers.loggable import without_ids
 from handlers.ports import DeliveryError, Dispatch
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,6 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 from bot.config import TelegramSettings
 from bot.markup import render_telegram_html
 from bot.pacing import Pacer
-from handlers.common import without_ids
 from handlers.events import (
     ActionPressed,
     ChatKind,
@@ -42,6 +41,7 @@ from handlers.events import (
     Role,
     UserRef,
 )
+from handlers.loggable import without_ids
 from handlers.ports import DeliveryError, Dispatch
 from handlers.text import utf16_len
 
