@@ -144,19 +144,19 @@ class Relay:
         self.ctx.wake_delivery = self._wake_delivery
         self._ready.set()
         await privacy.hash_legacy_bans(self.ctx)
-        await privacy.purge(self.ctx)
         await submission.announce_leftovers(self.ctx)
         self._worker_task = asyncio.create_task(self.worker.run())
         self._purge_task = asyncio.create_task(self._purge_periodically())
 
     async def _purge_periodically(self) -> None:
+        """At start-up, then every hour; in the background, so a long backlog never delays the start."""
         assert self.ctx is not None
         while True:
-            await asyncio.sleep(PURGE_EVERY)
             try:
                 await privacy.purge(self.ctx)
             except Exception as error:
                 log.error("retention: purge failed (%s); trying again in an hour", type(error).__name__)
+            await asyncio.sleep(PURGE_EVERY)
 
     def _wake_delivery(self) -> None:
         if self.worker is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -72,10 +73,24 @@ class Database:
         finally:
             await self.connection.execute("PRAGMA foreign_keys = ON")
 
-    async def checkpoint(self) -> None:
-        """Copy the WAL into the database and empty it, so rows just deleted are not left in the WAL file."""
-        async with self._write_lock:
-            await self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    async def checkpoint(self, attempts: int = 50) -> bool:
+        """Copy the WAL into the database and empty it, so rows just deleted are not left in the WAL file.
+
+        A read still open on the shared connection makes SQLite refuse ("database table is locked"): try again
+        shortly, as reads are short. False if it never went through (the next purge tries again).
+        """
+        for _attempt in range(attempts):
+            async with self._write_lock:
+                try:
+                    async with self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                        busy, _pages, _done = await cursor.fetchone()
+                except sqlite3.OperationalError:
+                    busy = 1
+            if not busy:
+                return True
+            await asyncio.sleep(0.02)
+        log.warning("the WAL could not be emptied after a purge (the database stayed busy); the next purge retries")
+        return False
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from storage.db import Database
 
-BATCH = 500
+# Small enough that a letter arriving meanwhile waits for one batch only (~10 ms), not for the whole purge.
+BATCH = 50
 _REMOVABLE = ("rejected", "withdrawn")
 
 
@@ -40,7 +41,7 @@ class PrivacyRepository:
                 return 0
             await _unlink(db, [(row["id"], row["status"]) for row in rows], now)
             for sender_id in sorted({row["sender_id"] for row in rows}):
-                await _detach_account(db, sender_id, now)
+                await _detach_account(db, sender_id, decided_before, now)
         return len(rows)
 
     async def drop_idle_accounts(self, seen_before: float) -> int:
@@ -80,28 +81,36 @@ class PrivacyRepository:
 
 
 async def _unlink(db, letters: list[tuple[int, str]], now: float) -> None:
-    ids = [(letter_id,) for letter_id, _status in letters]
-    removable = [(letter_id,) for letter_id, status in letters if status in _REMOVABLE]
-    await db.executemany("UPDATE letter_parts SET chat_id = NULL, message_id = NULL WHERE letter_id = ?", ids)
-    await db.executemany("UPDATE letters SET unlinked_at = ? WHERE id = ? AND unlinked_at IS NULL",
-                         [(now, letter_id) for (letter_id,) in ids])
-    await db.executemany("UPDATE letter_parts SET text = '' WHERE letter_id = ?", removable)
-    await db.executemany(
-        "UPDATE letters SET edited_text = NULL, edited_length = NULL, text_removed_at = ? WHERE id = ?",
-        [(now, letter_id) for (letter_id,) in removable],
-    )
-    await db.executemany("DELETE FROM translations WHERE letter_id = ?", removable)
+    """A few set-wide statements per batch rather than a few per letter."""
+    ids = [letter_id for letter_id, _status in letters]
+    removable = [letter_id for letter_id, status in letters if status in _REMOVABLE]
+    if not ids:
+        return
+    await db.execute(f"UPDATE letter_parts SET chat_id = NULL, message_id = NULL WHERE letter_id IN ({_marks(ids)})",
+                     ids)
+    await db.execute(f"UPDATE letters SET unlinked_at = ? WHERE unlinked_at IS NULL AND id IN ({_marks(ids)})",
+                     [now, *ids])
+    if removable:
+        marks = _marks(removable)
+        await db.execute(f"UPDATE letter_parts SET text = '' WHERE letter_id IN ({marks})", removable)
+        await db.execute(f"UPDATE letters SET edited_text = NULL, edited_length = NULL, text_removed_at = ? "
+                         f"WHERE id IN ({marks})", [now, *removable])
+        await db.execute(f"DELETE FROM translations WHERE letter_id IN ({marks})", removable)
 
 
-async def _detach_account(db, sender_id: int, now: float) -> None:
+def _marks(values: list[int]) -> str:
+    return ", ".join("?" * len(values))
+
+
+async def _detach_account(db, sender_id: int, decided_before: float, now: float) -> None:
     """The account behind `sender_id` no longer belongs to the letters just unlinked.
 
-    If it has letters still linked (pending, or decided recently), they and the account move to a new pseudonym;
-    the unlinked letters keep the old one, which from now on names nobody.
+    If it has letters that stay linked (pending, or decided after `decided_before`), they and the account move to
+    a new pseudonym; the old one keeps the unlinked letters, and those a later batch of this purge unlinks, and
+    from now on names nobody.
     """
-    async with db.execute(
-        "SELECT 1 FROM letters WHERE sender_id = ? AND unlinked_at IS NULL LIMIT 1", (sender_id,)
-    ) as cursor:
+    live = "sender_id = ? AND unlinked_at IS NULL AND (status = 'pending' OR decided_at > ?)"
+    async with db.execute(f"SELECT 1 FROM letters WHERE {live} LIMIT 1", (sender_id, decided_before)) as cursor:
         still_linked = await cursor.fetchone() is not None
     if not still_linked:
         await db.execute("DELETE FROM accounts WHERE sender_id = ?", (sender_id,))
@@ -111,9 +120,7 @@ async def _detach_account(db, sender_id: int, now: float) -> None:
             return
     async with db.execute("INSERT INTO senders (created_at) VALUES (?)", (now,)) as cursor:
         new_id = cursor.lastrowid
-    await db.execute(
-        "UPDATE letters SET sender_id = ? WHERE sender_id = ? AND unlinked_at IS NULL", (new_id, sender_id)
-    )
+    await db.execute(f"UPDATE letters SET sender_id = ? WHERE {live}", (new_id, sender_id, decided_before))
     await db.execute("UPDATE accounts SET sender_id = ? WHERE sender_id = ?", (new_id, sender_id))
 
 

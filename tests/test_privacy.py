@@ -306,3 +306,21 @@ async def test_purge_checkpoints_the_wal(world: World, tmp_path: Path) -> None:
     assert contents(tmp_path)["relay.db-wal"] == b""
     await db.close()
     assert b"secret words" not in contents(tmp_path)["relay.db"]
+
+
+async def test_a_purge_in_many_batches_keeps_an_expired_sender_on_one_pseudonym(world: World) -> None:
+    for text in ("one", "two", "three"):
+        await submit(world, text, user_id="1")
+    for number in (1, 2, 3):
+        await press(world, number, "approve")
+    await submit(world, "still waiting", user_id="1")
+    world.clock.advance(31 * DAY)
+    now = world.clock.now()
+    while await world.ctx.repos.privacy.unlink_decided(now - 30 * DAY, now, batch=1):
+        pass
+    letters = [await world.ctx.repos.letters.get(number) for number in (1, 2, 3, 4)]
+    senders = {letter.sender_id for letter in letters[:3] if letter is not None}
+    assert len(senders) == 1  # one rotation, not one per batch
+    assert letters[3] is not None and letters[3].sender_id not in senders
+    (count,) = await world.ctx.repos.db.fetchone("SELECT COUNT(*) FROM senders")
+    assert count == 2
