@@ -13,7 +13,7 @@ from dotenv import dotenv_values
 
 from bot.config import ConfigError, Settings
 from bot.logs import Redactor, setup_logging
-from handlers.loggable import failure_summary
+from handlers.loggable import log_failure
 
 EXIT_CONFIG = 2
 
@@ -54,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         # Logged rather than left to the interpreter, whose traceback would bypass the redaction; the summary
         # only at CRITICAL, since the message may quote a letter or a chat id.
         log = logging.getLogger("bot")
-        log.critical("the bot stopped on an unexpected %s (LOG_LEVEL=DEBUG shows the traceback)",
-                     failure_summary(error))
-        log.debug("the bot stopped", exc_info=True)
+        log_failure(log, "the bot stopped on an unexpected error (LOG_LEVEL=DEBUG shows the traceback)", error,
+                    logging.CRITICAL)
         return 1
 
 

@@ -17,7 +17,7 @@ from bot.pacing import Pacer
 from handlers import broadcast
 from handlers.context import Context
 from handlers.events import OutgoingMessage
-from handlers.loggable import failure_summary, without_ids
+from handlers.loggable import log_failure, without_ids
 from handlers.ports import DeliveryError, NotReady
 from storage.deliveries import DeliveryJob
 
@@ -152,9 +152,7 @@ class DeliveryWorker:
             await asyncio.shield(self.ctx.repos.deliveries.release(job.id, self.ctx.clock.now()))
             raise
         except Exception as error:
-            # The summary, not the message: an error while rendering may quote the letter or the chat.
-            log.error("delivery %d: unexpected %s", job.id, failure_summary(error))
-            log.debug("delivery %d: unexpected error", job.id, exc_info=True)
+            log_failure(log, f"delivery {job.id}: unexpected error", error)
             await self._failed(job, DeliveryError(type(error).__name__, retryable=True))
         self._touched.add(job.letter_id)
         self._touched_event.set()
@@ -173,8 +171,7 @@ class DeliveryWorker:
             try:
                 await self._report(letter_id)
             except Exception as error:
-                log.error("letter #%d: report failed: %s", letter_id, failure_summary(error))
-                log.debug("letter #%d: report failed", letter_id, exc_info=True)
+                log_failure(log, f"letter #{letter_id}: report failed", error)
 
     async def _report(self, letter_id: int) -> None:
         now = time.monotonic()

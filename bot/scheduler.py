@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from handlers.loggable import failure_summary
+from handlers.loggable import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,7 @@ class TaskScheduler:
         try:
             await job()
         except Exception as error:
-            # The summary, not the message: a job's error may quote the letter or the sender it was about.
-            log.error("scheduled job %s failed: %s", _name_of(job), failure_summary(error))
-            log.debug("scheduled job failed", exc_info=True)
+            log_failure(log, f"scheduled job {_name_of(job)} failed", error)
 
     async def cancel_all(self) -> None:
         """Work left undone here is found again at the next start (e.g. letters without receipt)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import traceback
 from pathlib import PurePath
@@ -34,3 +35,10 @@ def without_ids(text: str) -> str:
     for pattern, replacement in _ID_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def log_failure(log: logging.Logger, what: str, error: BaseException, level: int = logging.ERROR) -> None:
+    """`what` failed: at `level` only the exception's type and place (its message may quote a letter or an
+    account), the whole traceback at DEBUG, for an operator who asked for it."""
+    log.log(level, "%s: %s", what, failure_summary(error))
+    log.debug("%s", what, exc_info=error)

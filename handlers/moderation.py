@@ -212,14 +212,14 @@ async def _set_ban(ctx: Context, message: IncomingMessage, command: Command, ban
         return
     sender = await ctx.repos.senders.get(letter.sender_id)
     account_hash = ctx.hasher.account_hash(sender.platform, sender.user_id) if sender is not None else None
-    if banned and account_hash is None:
+    if not banned:
+        await ctx.repos.bans.unban(account_hash, letter.sender_id)
+    elif account_hash is None:
         text = _("The sender of letter #{number} can't be banned: the bot no longer knows who wrote it.")
         await reply(ctx, message.chat, text.format(number=letter.id))
         return
-    if account_hash is not None and banned:
-        await ctx.repos.bans.ban(account_hash, letter.sender_id, ctx.clock.now())
     else:
-        await ctx.repos.bans.unban(account_hash, letter.sender_id)
+        await ctx.repos.bans.ban(account_hash, letter.sender_id, ctx.clock.now())
     await ctx.repos.letters.record(Decision(
         letter.id, "ban" if banned else "unban", message.chat.platform, message.sender.user_id,
         message.sender.display_name, None, ctx.clock.now()))

@@ -9,7 +9,7 @@ from handlers import editing, moderation, privacy, submission, subscriptions
 from handlers.common import Command, gettext_for, parse_command, reader_language, reply
 from handlers.context import Context
 from handlers.events import ActionPressed, ChatKind, Event, IncomingMessage, MembershipChanged
-from handlers.loggable import failure_summary
+from handlers.loggable import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ async def dispatch(event: Event, ctx: Context) -> None:
             await subscriptions.membership_changed(ctx, event)
     except Exception as error:
         # One bad event must never stop the bot; the event's data is already stored or can be resent.
-        # The exception's message may quote a letter or an account: only its type and place go above DEBUG.
-        log.error("handling %s failed: %s", type(event).__name__, failure_summary(error))
-        log.debug("handling %s failed", type(event).__name__, exc_info=True)
+        log_failure(log, f"handling {type(event).__name__} failed", error)
 
 
 async def _message(ctx: Context, message: IncomingMessage) -> None:
