@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from storage.db import Database
 
 # Small enough that a letter arriving meanwhile waits for one batch only (~10 ms), not for the whole purge.
-BATCH = 50
+BATCH = 100
 _REMOVABLE = ("rejected", "withdrawn")
 
 
@@ -40,8 +40,7 @@ class PrivacyRepository:
             if not rows:
                 return 0
             await _unlink(db, [(row["id"], row["status"]) for row in rows], now)
-            for sender_id in sorted({row["sender_id"] for row in rows}):
-                await _detach_account(db, sender_id, decided_before, now)
+            await _detach_accounts(db, sorted({row["sender_id"] for row in rows}), decided_before, now)
         return len(rows)
 
     async def drop_idle_accounts(self, seen_before: float) -> int:
@@ -102,26 +101,29 @@ def _marks(values: list[int]) -> str:
     return ", ".join("?" * len(values))
 
 
-async def _detach_account(db, sender_id: int, decided_before: float, now: float) -> None:
-    """The account behind `sender_id` no longer belongs to the letters just unlinked.
+async def _detach_accounts(db, sender_ids: list[int], decided_before: float, now: float) -> None:
+    """The accounts behind `sender_ids` no longer belong to the letters just unlinked.
 
-    If it has letters that stay linked (pending, or decided after `decided_before`), they and the account move to
-    a new pseudonym; the old one keeps the unlinked letters, and those a later batch of this purge unlinks, and
-    from now on names nobody.
+    An account with letters that stay linked (pending, or decided after `decided_before`) moves with them to a
+    new pseudonym; the old one keeps the unlinked letters, and those a later batch of this purge unlinks, and from
+    now on names nobody. Every other account is deleted: one statement for the batch, since that is the common case.
     """
-    live = "sender_id = ? AND unlinked_at IS NULL AND (status = 'pending' OR decided_at > ?)"
-    async with db.execute(f"SELECT 1 FROM letters WHERE {live} LIMIT 1", (sender_id, decided_before)) as cursor:
-        still_linked = await cursor.fetchone() is not None
-    if not still_linked:
-        await db.execute("DELETE FROM accounts WHERE sender_id = ?", (sender_id,))
-        return
-    async with db.execute("SELECT 1 FROM accounts WHERE sender_id = ?", (sender_id,)) as cursor:
-        if await cursor.fetchone() is None:
-            return
-    async with db.execute("INSERT INTO senders (created_at) VALUES (?)", (now,)) as cursor:
-        new_id = cursor.lastrowid
-    await db.execute(f"UPDATE letters SET sender_id = ? WHERE {live}", (new_id, sender_id, decided_before))
-    await db.execute("UPDATE accounts SET sender_id = ? WHERE sender_id = ?", (new_id, sender_id))
+    live = "unlinked_at IS NULL AND (status = 'pending' OR decided_at > ?)"
+    async with db.execute(
+        f"""SELECT sender_id FROM accounts WHERE sender_id IN ({_marks(sender_ids)}) AND EXISTS (
+                SELECT 1 FROM letters WHERE letters.sender_id = accounts.sender_id AND {live})""",
+        [*sender_ids, decided_before],
+    ) as cursor:
+        moving = [row["sender_id"] for row in await cursor.fetchall()]
+    leaving = sorted(set(sender_ids) - set(moving))
+    if leaving:
+        await db.execute(f"DELETE FROM accounts WHERE sender_id IN ({_marks(leaving)})", leaving)
+    for old_id in moving:
+        async with db.execute("INSERT INTO senders (created_at) VALUES (?)", (now,)) as cursor:
+            new_id = cursor.lastrowid
+        await db.execute(f"UPDATE letters SET sender_id = ? WHERE sender_id = ? AND {live}",
+                         (new_id, old_id, decided_before))
+        await db.execute("UPDATE accounts SET sender_id = ? WHERE sender_id = ?", (new_id, old_id))
 
 
 async def _drop_personal_subscriptions(db, platform: str, chats: set[str]) -> int:
