@@ -205,7 +205,7 @@ class Intake:
     def __init__(self, ctx: Any, network: Any, stored_at: dict[str, float]) -> None:
         self.ctx = ctx
         self.network = network
-        self.stored_at = stored_at  # message id → when letters.add_part returned (set by the timed repository)
+        self.stored_at = stored_at  # message id → when letters.start_letter returned (set by the timed repository)
         self.sent = 0
         rng = random.Random(7)
         self.texts = [text for _language, text in letter_texts(rng, 16)]
@@ -294,8 +294,8 @@ async def measure(sizes: Sizes) -> dict[str, Any]:
     stored_at: dict[str, float] = {}
 
     class TimedLetters(LetterRepository):
-        async def add_part(self, sender_id: int, part: Any, join_window: float, join_threshold: int) -> Any:
-            added = await super().add_part(sender_id, part, join_window, join_threshold)
+        async def start_letter(self, sender_id: int, part: Any) -> Any:
+            added = await super().start_letter(sender_id, part)
             stored_at[part.message_id] = time.perf_counter()
             return added
 

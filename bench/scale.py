@@ -76,10 +76,7 @@ async def measure(subscriptions: int, claims: int, cap: float) -> dict[str, Any]
             )
         figures["insert_s"] = time.perf_counter() - started
         sender = await repos.senders.ensure("telegram", "42", "42", "en", now)
-        added = await repos.letters.add_part(sender.id, NewPart("telegram", "42", "1", LETTER, len(LETTER), now),
-                                             5.0, 4000)
-        assert added is not None
-        letter = added[0]
+        letter = await repos.letters.start_letter(sender.id, NewPart("telegram", "42", "1", LETTER, len(LETTER), now))
         await repos.letters.mark_announced(letter.id, now)
         await checkpoint(db)
         size_before = files_size(database)

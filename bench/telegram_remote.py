@@ -70,9 +70,7 @@ async def bot_broadcast(root: str, mods: int, chats: list[int], directory: Path)
         for chat in chats:
             await repos.subscriptions.subscribe("telegram", str(chat), "private", None, "en", 0)
         sender = await repos.senders.ensure("telegram", "1", "1", "en", 0)
-        stored = await repos.letters.add_part(sender.id, NewPart("telegram", "1", "1", TEXT, len(TEXT), 0), 0, 1 << 30)
-        assert stored is not None
-        letter = stored[0]
+        letter = await repos.letters.start_letter(sender.id, NewPart("telegram", "1", "1", TEXT, len(TEXT), 0))
         await repos.letters.mark_announced(letter.id, time.time())
         started = time.perf_counter()
         await repos.letters.decide(letter.id, Decision(letter.id, "approve", "telegram", "0", "Bench", None,

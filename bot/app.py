@@ -14,12 +14,13 @@ from bot import files
 from bot.config import Settings
 from bot.delivery import DeliveryWorker, concurrency_for
 from bot.i18n import Catalogues
+from bot.intake import FairIntake
 from bot.keys import AccountKey
 from bot.language import LinguaDetector
 from bot.logs import redact
 from bot.pacing import MATRIX_RATES, TELEGRAM_PAID_RATES, TELEGRAM_RATES, Pacer, Rates
 from bot.scheduler import TaskScheduler
-from handlers import privacy, router, submission
+from handlers import privacy, rooms, router, submission
 from handlers.context import Context, Network, Policy, Room
 from handlers.events import Event
 from handlers.ports import SystemClock, Translator
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 # Retention is measured in days: looking once an hour cuts every link within an hour of its time.
 PURGE_EVERY = 3600.0
+# Rooms on probation are looked at this often: none stays much more than its hour.
+ROOM_SWEEP_EVERY = 300.0
+# How long a stop waits for events already taken in (PTB has confirmed them to Telegram) to be handled.
+DRAIN_SECONDS = 10.0
 
 
 class StartupError(Exception):
@@ -99,12 +104,13 @@ class Relay:
     scheduler: TaskScheduler = field(default_factory=TaskScheduler)
     rates: dict[str, Rates] | None = None  # None: from the settings
     translator: Translator | None = None  # None: built from the settings
-    _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _worker_task: asyncio.Task[None] | None = None
-    _purge_task: asyncio.Task[None] | None = None
+    _chores: list[asyncio.Task[None]] = field(default_factory=list)
+    intake: FairIntake | None = None
 
     async def start(self) -> None:
         settings = self.settings
+        self.intake = FairIntake(self._handle)
         files.prepare(settings.database)
         self.db = await Database.open(settings.database)
         repos = Repositories.over(self.db)
@@ -130,6 +136,8 @@ class Relay:
                 letter_join_seconds=settings.letter_join_seconds,
                 translation_wait=settings.translation_wait,
                 retention_days=settings.retention_days,
+                moderators=settings.moderators,
+                letters_per_day=settings.letters_per_day,
             ),
             repos=repos,
             networks=self.networks,
@@ -142,37 +150,43 @@ class Relay:
         )
         self.worker = DeliveryWorker(self.ctx, {name: pacers[name] for name in self.networks})
         self.ctx.wake_delivery = self._wake_delivery
-        self._ready.set()
         await privacy.hash_legacy_bans(self.ctx)
         await submission.announce_leftovers(self.ctx)
+        self.intake.start()  # events that came while starting waited in their queues
         self._worker_task = asyncio.create_task(self.worker.run())
-        self._purge_task = asyncio.create_task(self._purge_periodically())
-
-    async def _purge_periodically(self) -> None:
-        """At start-up, then every hour; in the background, so a long backlog never delays the start."""
-        assert self.ctx is not None
-        while True:
-            try:
-                await privacy.purge(self.ctx)
-            except Exception as error:
-                log.error("retention: purge failed (%s); trying again in an hour", type(error).__name__)
-            await asyncio.sleep(PURGE_EVERY)
+        ctx = self.ctx
+        self._chores = [
+            asyncio.create_task(_every(PURGE_EVERY, "retention purge", lambda: privacy.purge(ctx))),
+            asyncio.create_task(_every(ROOM_SWEEP_EVERY, "room sweep", lambda: rooms.leave_idle(ctx))),
+        ]
 
     def _wake_delivery(self) -> None:
         if self.worker is not None:
             self.worker.wake()
 
-    async def dispatch(self, event: Event) -> None:
-        # Networks start before the context exists (the Matrix room id is known only once logged in).
-        await self._ready.wait()
+    def dispatch(self, event: Event) -> asyncio.Future[None]:
+        """The networks' way in: queued at once in its sender's turn; the future completes once handled.
+
+        Networks start before the context exists (the Matrix room id is known only once logged in): their
+        events wait in the intake until it starts.
+        """
+        assert self.intake is not None
+        return self.intake.submit(event)
+
+    async def _handle(self, event: Event) -> None:
         assert self.ctx is not None
         await router.dispatch(event, self.ctx)
 
     async def stop(self) -> None:
-        """Let in-flight sends finish briefly (the rest is retried at the next start), then stop the networks."""
-        if self._purge_task is not None:
-            self._purge_task.cancel()
-            await asyncio.gather(self._purge_task, return_exceptions=True)
+        """Handle what was taken in, let in-flight sends finish briefly (the rest is retried at the next start),
+        then stop the networks."""
+        for chore in self._chores:
+            chore.cancel()
+        await asyncio.gather(*self._chores, return_exceptions=True)
+        if self.intake is not None:
+            if self.ctx is not None and not await self.intake.drain(within=DRAIN_SECONDS):
+                log.warning("stopping with %d events not handled", self.intake.waiting)
+            await self.intake.stop()
         if self.worker is not None:
             await self.worker.stop()
         if self._worker_task is not None:
@@ -189,6 +203,16 @@ class Relay:
             log.info("stopped %s", name)
         if self.db is not None:
             await self.db.close()
+
+
+async def _every(seconds: float, name: str, chore: Callable[[], Awaitable[object]]) -> None:
+    """At start-up, then every `seconds`; in the background, so a long backlog never delays the start."""
+    while True:
+        try:
+            await chore()
+        except Exception as error:
+            log.error("%s failed (%s); trying again in %.0f s", name, type(error).__name__, seconds)
+        await asyncio.sleep(seconds)
 
 
 async def run(settings: Settings) -> int:

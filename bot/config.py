@@ -63,6 +63,9 @@ class Settings:
     locales_dir: Path
     # Days after a letter's decision at which its link to the sender's account is cut; 0: once the sender is told.
     retention_days: float = 30.0
+    letters_per_day: int = 20
+    # "telegram:123456789", "matrix:@mo:example.org"; empty: every member of a moderation room moderates.
+    moderators: frozenset[str] = field(default=frozenset(), repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], locales_dir: Path | None = None) -> Settings:
@@ -83,6 +86,9 @@ class Settings:
             matrix_per_second=reader.optional_number("MATRIX_MESSAGES_PER_SECOND", minimum=0.05, maximum=1000),
             locales_dir=locales_dir or Path(__file__).resolve().parent.parent / "locales",
             retention_days=reader.number("RETENTION_DAYS", 30.0, minimum=0, maximum=3650, unit="days"),
+            letters_per_day=int(reader.number("LETTERS_PER_DAY", 20, minimum=1, maximum=100_000, unit="letters",
+                                              whole=True)),
+            moderators=_moderators(reader),
         )
         if settings.telegram is None and settings.matrix is None:
             raise ConfigError("TELEGRAM_TOKEN", "not set (set it or MATRIX_HOMESERVER: at least one network is needed)")
@@ -122,6 +128,29 @@ def _matrix(reader: _Reader) -> MatrixSettings | None:
         access_token=access_token,
         moderation_room=reader.required("MATRIX_MODERATION_ROOM"),
     )
+
+
+_MODERATOR = {
+    "telegram": (re.compile(r"^\d{1,20}$"), "a numeric user id (the bot's /id shows it)"),
+    "matrix": (re.compile(r"^@[^:\s]+:\S+$"), "a full Matrix ID like @mo:example.org"),
+}
+
+
+def _moderators(reader: _Reader) -> frozenset[str]:
+    accounts = set()
+    for entry in (reader.optional("MODERATORS") or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        network, _sep, account = entry.partition(":")
+        rule = _MODERATOR.get(network.lower())
+        if rule is None:
+            raise ConfigError("MODERATORS", f"entries look like telegram:123456789 or matrix:@mo:example.org, "
+                                            f"got {entry!r}")
+        if not rule[0].match(account):
+            raise ConfigError("MODERATORS", f"{network.lower()}: needs {rule[1]}, got {account!r}")
+        accounts.add(f"{network.lower()}:{account}")
+    return frozenset(accounts)
 
 
 def _check_translator(settings: Settings) -> None:
@@ -173,14 +202,17 @@ class _Reader:
     def optional_number(self, name: str, minimum: float, maximum: float) -> float | None:
         return None if self.optional(name) is None else self.number(name, 0.0, minimum, maximum)
 
-    def number(self, name: str, default: float, minimum: float, maximum: float, unit: str = "seconds") -> float:
+    def number(
+        self, name: str, default: float, minimum: float, maximum: float, unit: str = "seconds", whole: bool = False
+    ) -> float:
         raw = self.optional(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = float(int(raw)) if whole else float(raw)
         except ValueError:
-            raise ConfigError(name, f"must be a number of {unit}, got {raw!r}") from None
+            kind = "a whole number" if whole else "a number"
+            raise ConfigError(name, f"must be {kind} of {unit}, got {raw!r}") from None
         if not minimum <= value <= maximum:
             raise ConfigError(name, f"must be between {minimum:g} and {maximum:g}, got {raw}")
         return value

@@ -6,6 +6,8 @@ the bot's own framing (title, footer) is markup.
 
 from __future__ import annotations
 
+from handlers.text import defuse_mentions
+
 # "&" first, or the ampersands of the other entities would be escaped again.
 _ENTITIES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"))
 
@@ -17,14 +19,17 @@ def escape_html(text: str) -> str:
     return text
 
 
-def render_telegram_html(title: str | None, body: str, footer: str | None) -> str:
+def render_telegram_html(title: str | None, body: str, footer: str | None, quoted: bool = False) -> str:
     """`<b>title</b>`, the body and `<i>footer</i>`, apart by blank lines; empty or missing parts left out.
 
-    Every part is escaped here, so callers pass plain text.
+    Every part is escaped here, so callers pass plain text; no `@name` in it becomes a live mention. A quoted
+    body (someone else's words, e.g. a letter on a card) is a block quote, so that nothing in it can pass for
+    one of the bot's own lines.
     """
+    text = escape_html(defuse_mentions(body))
     sections = [
-        f"<b>{escape_html(title)}</b>" if title else "",
-        escape_html(body),
-        f"<i>{escape_html(footer)}</i>" if footer else "",
+        f"<b>{escape_html(defuse_mentions(title))}</b>" if title else "",
+        f"<blockquote>{text}</blockquote>" if quoted and text else text,
+        f"<i>{escape_html(defuse_mentions(footer))}</i>" if footer else "",
     ]
     return "\n\n".join(section for section in sections if section)

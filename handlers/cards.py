@@ -11,7 +11,7 @@ from handlers.ports import DeliveryError
 from handlers.text import split_text
 from storage.cards import Card
 from storage.deliveries import Progress
-from storage.letters import PENDING, REJECTED, WITHDRAWN, Decision, Letter
+from storage.letters import PENDING, REJECTED, SENDER_EDIT, WITHDRAWN, Decision, Letter
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,17 @@ async def card_notes(ctx: Context, letter: Letter) -> list[str]:
     _ = gettext_for(ctx, ctx.moderation_language())
     editor: str | None = None
     translators: dict[str, str] = {}
+    sender_edited = False
     for entry in await ctx.repos.letters.history(letter.id):
         if entry.action == "edit":
             editor = entry.moderator
+        elif entry.action == SENDER_EDIT:
+            sender_edited, editor = True, None  # the sender's newer text replaced the moderator's edit
         elif entry.action == "translation" and entry.reason:
             translators[entry.reason] = entry.moderator
     notes = [_("✏️ edited by {moderator}").format(moderator=editor)] if editor else []
+    if sender_edited:
+        notes.insert(0, _("✏️ edited by the sender"))
     for language, moderator in sorted(translators.items()):
         name = ctx.texts.language_name(language, ctx.moderation_language())
         notes.append(_("🌐 {language} translation by {moderator}").format(language=name, moderator=moderator))
@@ -87,11 +92,14 @@ async def card_message(
     if part > 0:
         _ = gettext_for(ctx, ctx.moderation_language())
         title = _("Letter #{number}, part {part} of {parts}").format(number=letter.id, part=part + 1, parts=len(bodies))
-        return OutgoingMessage(chat_id=room.chat_id, text=bodies[part], title=title, silent=True)
+        return OutgoingMessage(chat_id=room.chat_id, text=bodies[part], title=title, silent=True,
+                               quoted=not _text_gone(letter))
     actions = card_actions(ctx, letter.id) if letter.status == "pending" and status is None else ()
     footer = "\n".join([*await card_notes(ctx, letter), *([status] if status else [])]) or None
+    # The letter is quoted: whatever it says, it cannot pass for the bot's header or a decision line.
     return OutgoingMessage(
-        chat_id=room.chat_id, text=bodies[0], title=await card_title(ctx, letter), footer=footer, actions=actions
+        chat_id=room.chat_id, text=bodies[0], title=await card_title(ctx, letter), footer=footer, actions=actions,
+        quoted=not _text_gone(letter),
     )
 
 
@@ -101,6 +109,7 @@ CARD_ATTEMPTS = 10
 async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
     """A card in every moderation room that has none yet; a room that fails for now is tried again later."""
     posted = {(card.platform, card.chat_id, card.part) for card in await ctx.repos.cards.for_letter(letter.id)}
+    added = False
     for room in ctx.policy.moderation_rooms:
         bodies = card_bodies(ctx, room, letter)
         for part in range(len(bodies)):
@@ -116,6 +125,22 @@ async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
                     ctx.scheduler.call_later(delay, lambda: _post_again(ctx, letter.id, attempt + 1))
                 break
             await ctx.repos.cards.add(Card(letter.id, ref.platform, ref.chat_id, ref.message_id, part, len(bodies)))
+            added = True
+    if added:
+        await _catch_up(ctx, letter.id)
+
+
+async def _catch_up(ctx: Context, letter_id: int) -> None:
+    """A decision taken while cards were being posted may have missed the newest of them: show it on all.
+
+    The decision stores its status before it edits the cards it finds; a card stored after that is seen here.
+    """
+    current = await ctx.repos.letters.get(letter_id)
+    if current is None or current.status == PENDING:
+        return
+    decision = await ctx.repos.letters.deciding(letter_id)
+    if decision is not None:
+        await show_status(ctx, letter_id, decision_status(ctx, decision))
 
 
 async def _post_again(ctx: Context, letter_id: int, attempt: int) -> None:

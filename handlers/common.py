@@ -13,33 +13,44 @@ from handlers.ports import DeliveryError
 
 log = logging.getLogger(__name__)
 
-_COMMAND = re.compile(r"^(?P<name>[A-Za-z_]+)(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
+# A command word right after the prefix (no space: "/ we are with you" is a letter), optionally addressed to a
+# bot by name as Telegram groups do (`/approve@RelayBot 12`), then the arguments.
+_COMMAND = re.compile(r"^(?P<name>[A-Za-z0-9_]{1,32})(?:@(?P<addressee>[A-Za-z0-9_]{1,64}))?(?:\s+(?P<args>.*))?$",
+                      re.DOTALL)
+_LETTER_NUMBER = re.compile(r"#?([0-9]{1,9})")
 
 
 @dataclass(frozen=True)
 class Command:
     name: str
     args: str
+    addressee: str | None = None  # `/cmd@name`: the bot it is meant for
 
     @property
     def words(self) -> list[str]:
         return self.args.split()
 
+    @property
+    def alone(self) -> bool:
+        """Just the command word, as a person types a command; `/Basta ya` is more likely a letter."""
+        return not self.args
 
-def parse_command(text: str | None, prefix: str) -> Command | None:
-    """`/approve@RelayBot 12 why` → Command("approve", "12 why"); None when the text is not a command."""
+
+def parse_command(text: str | None, prefix: str, addressable: bool = False) -> Command | None:
+    """`/approve@RelayBot 12 why` → Command("approve", "12 why", "RelayBot"); None when the text has no command
+    shape. Only networks where commands name a bot (`addressable`) accept the `@name` part."""
     if not text or not text.startswith(prefix):
         return None
-    match = _COMMAND.match(text[len(prefix):].strip())
-    if match is None:
+    match = _COMMAND.match(text[len(prefix):].rstrip())
+    if match is None or (match["addressee"] and not addressable):
         return None
-    return Command(match["name"].lower(), (match["args"] or "").strip())
+    return Command(match["name"].lower(), (match["args"] or "").strip(), match["addressee"])
 
 
 def letter_number(word: str) -> int | None:
-    """`12` or `#12` → 12."""
-    word = word.lstrip("#")
-    return int(word) if word.isdigit() and len(word) < 10 else None
+    """`12` or `#12` → 12; anything else (`²`, `١٢`, `12a`, a 40-digit number) → None."""
+    match = _LETTER_NUMBER.fullmatch(word)
+    return int(match[1]) if match else None
 
 
 def reader_language(ctx: Context, message: IncomingMessage) -> str:
@@ -81,3 +92,14 @@ async def _resend(ctx: Context, platform: str, message: OutgoingMessage, attempt
 
 async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None) -> RemoteRef | None:
     return await send(ctx, chat.platform, OutgoingMessage(chat_id=chat.chat_id, text=text, title=title))
+
+
+async def refuse_outside(ctx: Context, message: IncomingMessage) -> None:
+    _ = gettext_for(ctx, _language(ctx, message))
+    await reply(ctx, message.chat, _("Moderation commands work only in the moderators' room, for its members."))
+
+
+def _language(ctx: Context, message: IncomingMessage) -> str:
+    if message.sender and message.sender.language and message.chat.kind == "private":
+        return message.sender.language
+    return ctx.moderation_language()

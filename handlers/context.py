@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from handlers.limits import RefusalGate
 from handlers.ports import AccountHasher, ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Transport
 from handlers.translating import TranslationService
 from storage.repositories import Repositories
@@ -16,6 +17,7 @@ SPLIT_MARGIN = 96
 # Bounds that keep one person from flooding the moderators or the database.
 MAX_LETTER_LENGTH = 60_000
 MAX_OPEN_LETTERS = 10
+DAY = 86400.0
 
 
 class Network(Transport, ChatDirectory, Protocol):
@@ -36,6 +38,9 @@ class Policy:
     translation_wait: float = 600.0
     # How long a decided letter stays linked to its sender's account; 0: until the sender has been told.
     retention_days: float = 30.0
+    # "telegram:123", "matrix:@mo:example.org"; empty: every member of a moderation room moderates.
+    moderators: frozenset[str] = frozenset()
+    letters_per_day: int = 20
 
     @property
     def retention_seconds(self) -> float:
@@ -56,6 +61,7 @@ class Context:
     wake_delivery: Callable[[], None] = lambda: None
     # Serialises joining, announcing and deciding, whose check-then-act steps span several awaits.
     letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refusals: RefusalGate = field(default_factory=RefusalGate)
 
     def network(self, platform: str) -> Network:
         return self.networks[platform]

@@ -13,9 +13,8 @@ from handlers import cards
 from handlers.common import Command, command_text, gettext_for, letter_number, reply
 from handlers.context import Context
 from handlers.events import IncomingMessage
-from handlers.submission import clean_text
-from handlers.text import utf16_len
-from storage.letters import APPROVED, PENDING, Decision, Letter
+from handlers.text import clean_text, utf16_len
+from storage.letters import APPROVED, PENDING, SENDER_EDIT, Decision, Letter
 
 _CORRECTABLE = (PENDING, APPROVED)
 
@@ -72,13 +71,13 @@ async def edit_command(ctx: Context, message: IncomingMessage, command: Command)
     if not edited:
         await reply(ctx, message.chat, _("#{number} is not pending any more.").format(number=letter.id))
         return
-    await _forget_translations(ctx, letter.id)
+    await forget_translations(ctx, letter.id)
     await cards.refresh(ctx, letter.id)
     await reply(ctx, message.chat, _("#{number} now has the new text; its translations will be made again.").format(
         number=letter.id))
 
 
-async def _forget_translations(ctx: Context, letter_id: int) -> None:
+async def forget_translations(ctx: Context, letter_id: int) -> None:
     await ctx.repos.translations.forget_made(letter_id)
     if ctx.translating is not None:
         ctx.translating.forget(letter_id)
@@ -101,7 +100,7 @@ async def lang_command(ctx: Context, message: IncomingMessage, command: Command)
         return
     await ctx.repos.letters.set_language(number, code)
     await ctx.repos.letters.record(_decision(ctx, message, number, "lang", code))
-    await _forget_translations(ctx, number)
+    await forget_translations(ctx, number)
     await cards.refresh(ctx, number)
     name = ctx.texts.language_name(code, ctx.moderation_language())
     done = _("Letter #{number} is now marked as {language}.").format(number=number, language=name)
@@ -167,6 +166,7 @@ def _history_line(ctx: Context, entry: Decision) -> str:
         "reject": _("rejected by {moderator}"),
         "withdraw": _("withdrawn by its sender"),
         "edit": _("text edited by {moderator}"),
+        SENDER_EDIT: _("text edited by its sender"),
         "lang": _("language set to {language} by {moderator}"),
         "translation": _("{language} translation replaced by {moderator}"),
         "ban": _("sender banned by {moderator}"),

@@ -67,6 +67,29 @@ class IncomingMessage:
 
 
 @dataclass(frozen=True)
+class MessageEdited:
+    """A person changed the text of a message they sent (Telegram `edited_message`, Matrix `m.replace`)."""
+
+    event_id: str
+    chat: ChatRef
+    sender: UserRef
+    message_id: str  # the message as first sent: the one a letter's part refers to
+    text: str | None
+    received_at: float
+    length: int = 0  # as the platform counts it
+
+
+@dataclass(frozen=True)
+class MessageDeleted:
+    """A person deleted a message they sent (a Matrix redaction)."""
+
+    event_id: str
+    chat: ChatRef
+    sender: UserRef
+    message_id: str
+
+
+@dataclass(frozen=True)
 class ActionPressed:
     """A moderator pressed an inline button (Telegram) or reacted to a card (Matrix)."""
 
@@ -80,14 +103,14 @@ class ActionPressed:
 
 @dataclass(frozen=True)
 class MembershipChanged:
-    """The bot was removed from (or added back to) a chat."""
+    """The bot was removed from a chat, or joined one on someone's invitation (`active`)."""
 
     chat: ChatRef
     active: bool
     reason: str
 
 
-Event = IncomingMessage | ActionPressed | MembershipChanged
+Event = IncomingMessage | MessageEdited | MessageDeleted | ActionPressed | MembershipChanged
 
 
 @dataclass(frozen=True)
@@ -102,7 +125,8 @@ class Action:
 class OutgoingMessage:
     """Plain text; the transport escapes it for whatever markup its platform parses.
 
-    `title` is shown emphasised above the body, `footer` in small print below it.
+    `title` is shown emphasised above the body, `footer` in small print below it; a `quoted` body is someone
+    else's words (a letter on a card) and shows as a quotation, set apart from the bot's own lines.
     """
 
     chat_id: str
@@ -111,5 +135,6 @@ class OutgoingMessage:
     footer: str | None = None
     actions: tuple[Action, ...] = field(default=())
     silent: bool = False
+    quoted: bool = False
     broadcast: bool = False  # a letter to a subscriber (Telegram may send these as paid broadcasts)
     idempotency_key: str | None = None  # a stable key so a retried send cannot post twice where the platform allows

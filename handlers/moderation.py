@@ -6,7 +6,7 @@ import logging
 import time
 
 from handlers import broadcast, cards, privacy
-from handlers.common import Command, command_text, gettext_for, letter_number, reply, send
+from handlers.common import Command, command_text, gettext_for, letter_number, refuse_outside, reply, send
 from handlers.context import Context
 from handlers.events import ActionPressed, ChatRef, IncomingMessage, OutgoingMessage, Role, UserRef
 from storage.letters import Decision, Letter
@@ -19,21 +19,28 @@ MODERATION_COMMANDS = frozenset(
 
 
 async def is_moderator(ctx: Context, chat: ChatRef, user: UserRef | None) -> bool:
-    """Every member of a moderation room moderates, and nobody outside one."""
+    """May decide here: a member of this moderation room, and listed in MODERATORS when that is set."""
+    return await may_act(ctx, chat, user, deciding=True)
+
+
+async def may_act(ctx: Context, chat: ChatRef, user: UserRef | None, deciding: bool) -> bool:
+    """Members of a moderation room read along; deciding and changing takes a listed moderator where there is a
+    list. Nobody outside a moderation room moderates. The list is looked at first: it costs no request."""
     if user is None or not ctx.is_moderation_room(chat.platform, chat.chat_id):
+        return False
+    if deciding and ctx.policy.moderators and f"{user.platform}:{user.user_id}" not in ctx.policy.moderators:
         return False
     return await ctx.network(chat.platform).role_of(chat.chat_id, user.user_id) != Role.OUTSIDER
 
 
-async def refuse_outside(ctx: Context, message: IncomingMessage) -> None:
-    _ = gettext_for(ctx, _language(ctx, message))
-    await reply(ctx, message.chat, _("Moderation commands work only in the moderators' room, for its members."))
-
-
-def _language(ctx: Context, message: IncomingMessage) -> str:
-    if message.sender and message.sender.language and message.chat.kind == "private":
-        return message.sender.language
-    return ctx.moderation_language()
+async def refuse(ctx: Context, message: IncomingMessage, reading: bool) -> None:
+    """A moderation-room command from someone who may not use it there."""
+    if reading or not ctx.policy.moderators:
+        await refuse_outside(ctx, message)
+        return
+    _ = gettext_for(ctx, ctx.moderation_language())
+    await reply(ctx, message.chat, _("Only the moderators named in the bot's settings can do that; "
+                                     "everyone in this room can read along."))
 
 
 async def on_press(ctx: Context, press: ActionPressed) -> None:
@@ -48,6 +55,7 @@ async def on_press(ctx: Context, press: ActionPressed) -> None:
         return
     if not await is_moderator(ctx, press.chat, press.user):
         await network.answer_press(press.token, _("Only moderators can decide on letters."))
+        log.info("a press on #%s by someone who may not decide was refused", number)
         return
     outcome = await decide(ctx, int(number), action, press.user, press.chat.platform, None)
     await network.answer_press(press.token, outcome)

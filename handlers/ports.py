@@ -8,6 +8,8 @@ from typing import Protocol
 
 from handlers.events import ChatRef, Event, OutgoingMessage, RemoteRef, Role
 
+# Hands an event to the bot; what it returns completes once the event is handled (a transport that confirms
+# events itself, like Matrix's sync token, waits for it; one that cannot need not).
 Dispatch = Callable[[Event], Awaitable[None]]
 
 
@@ -44,6 +46,8 @@ class Transport(Protocol):
     command_prefix: str  # "/" on Telegram, "!" on Matrix
     max_text_length: int  # longest text of one message, in `text_length` units
     scrub_keeps_message: bool  # False where a scrubbed message shows as deleted (Matrix redactions)
+    # The name commands are addressed to (`/approve@RelayBot`), where the network has that convention; else None.
+    bot_username: str | None
 
     def text_length(self, text: str) -> int: ...
 
@@ -70,6 +74,10 @@ class ChatDirectory(Protocol):
         ...
 
     async def can_post(self, chat_id: str) -> bool: ...
+
+    async def leave(self, chat_id: str) -> None:
+        """Leave a chat the bot has no use for."""
+        ...
 
     async def answer_press(self, token: str | None, text: str) -> None:
         """Acknowledge a button press with a short notice only the presser sees (where the platform has one)."""

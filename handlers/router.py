@@ -6,9 +6,17 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from handlers import editing, moderation, privacy, submission, subscriptions
-from handlers.common import Command, gettext_for, parse_command, reader_language, reply
-from handlers.context import Context
-from handlers.events import ActionPressed, ChatKind, Event, IncomingMessage, MembershipChanged
+from handlers.common import Command, parse_command, refuse_outside
+from handlers.context import Context, Network
+from handlers.events import (
+    ActionPressed,
+    ChatKind,
+    Event,
+    IncomingMessage,
+    MembershipChanged,
+    MessageDeleted,
+    MessageEdited,
+)
 from handlers.loggable import log_failure
 
 log = logging.getLogger(__name__)
@@ -51,10 +59,19 @@ SUBSCRIBER_CHAT: dict[str, CommandHandler] = {
 }
 
 
+# Moderation-room commands that only show something: every member of the room may use them. The others decide
+# or change something, and with MODERATORS set only the listed accounts may.
+READING = frozenset({"start", "help", "pending", "stats", "subscribers", "history", "id"})
+
+
 async def dispatch(event: Event, ctx: Context) -> None:
     try:
         if isinstance(event, IncomingMessage):
             await _message(ctx, event)
+        elif isinstance(event, MessageEdited):
+            await submission.edited(ctx, event)
+        elif isinstance(event, MessageDeleted):
+            await submission.deleted(ctx, event)
         elif isinstance(event, ActionPressed):
             if await ctx.repos.state.first_time(event.chat.platform, event.event_id, ctx.clock.now()):
                 await moderation.on_press(ctx, event)
@@ -66,9 +83,12 @@ async def dispatch(event: Event, ctx: Context) -> None:
 
 
 async def _message(ctx: Context, message: IncomingMessage) -> None:
-    command = parse_command(message.text, ctx.network(message.chat.platform).command_prefix)
-    in_moderation_room = ctx.is_moderation_room(message.chat.platform, message.chat.chat_id)
-    if in_moderation_room:
+    # Parsed before anything is looked up, so that chatter in a big room costs nothing.
+    network = ctx.network(message.chat.platform)
+    command = parse_command(message.text, network.command_prefix, addressable=network.bot_username is not None)
+    if command is not None and command.addressee is not None and not _addressed_to(network, command):
+        return  # `/cmd@otherbot`: for another bot
+    if ctx.is_moderation_room(message.chat.platform, message.chat.chat_id):
         await _moderation_room(ctx, message, command)
     elif message.chat.kind == ChatKind.PRIVATE:
         await _private(ctx, message, command)
@@ -77,35 +97,40 @@ async def _message(ctx: Context, message: IncomingMessage) -> None:
 
 
 async def _private(ctx: Context, message: IncomingMessage, command: Command | None) -> None:
-    if command is None:
-        await submission.letter(ctx, message)
-    elif command.name in PRIVATE:
+    """Only a known command is a command here: "!Basta ya" and "/ we are with you" are letters."""
+    if command is not None and command.name in PRIVATE:
         await PRIVATE[command.name](ctx, message, command)
-    elif command.name in moderation.MODERATION_COMMANDS:
-        await moderation.refuse_outside(ctx, message)
+    elif command is not None and command.name in moderation.MODERATION_COMMANDS:
+        await refuse_outside(ctx, message)
+    elif command is not None and command.alone:
+        await submission.help_private(ctx, message, command)  # a lone `/word`: a command the bot doesn't know
     else:
-        await _unknown(ctx, message, command)
+        await submission.letter(ctx, message)
 
 
 async def _moderation_room(ctx: Context, message: IncomingMessage, command: Command | None) -> None:
     if command is None or command.name not in MODERATION_ROOM:
         return  # moderators talking among themselves
-    if command.name != "id" and not await moderation.is_moderator(ctx, message.chat, message.sender):
-        await moderation.refuse_outside(ctx, message)
-        return
+    if command.name != "id":
+        reading = command.name in READING or _shows_translation(command)
+        if not await moderation.may_act(ctx, message.chat, message.sender, deciding=not reading):
+            await moderation.refuse(ctx, message, reading)
+            return
     if await ctx.repos.state.first_time(message.chat.platform, message.event_id, ctx.clock.now()):
         await MODERATION_ROOM[command.name](ctx, message, command)
+
+
+def _addressed_to(network: Network, command: Command) -> bool:
+    return (command.addressee or "").lower() == (network.bot_username or "").lower()
+
+
+def _shows_translation(command: Command) -> bool:
+    """`translation N LANG` shows a translation; with a text after it, it replaces it."""
+    return command.name == "translation" and len(command.words) <= 2
 
 
 async def _subscriber_chat(ctx: Context, message: IncomingMessage, command: Command) -> None:
     if command.name in SUBSCRIBER_CHAT:
         await SUBSCRIBER_CHAT[command.name](ctx, message, command)
     elif command.name in moderation.MODERATION_COMMANDS:
-        await moderation.refuse_outside(ctx, message)
-
-
-async def _unknown(ctx: Context, message: IncomingMessage, command: Command) -> None:
-    _ = gettext_for(ctx, reader_language(ctx, message))
-    help_command = ctx.network(message.chat.platform).command_prefix + "help"
-    await reply(ctx, message.chat, _("I don't know that command. {command} shows what I can do.").format(
-        command=help_command))
+        await refuse_outside(ctx, message)

@@ -1,15 +1,27 @@
-"""Supporters: start/help, a letter stored at once with a receipt and cards, client-split letters joined, withdraw."""
+"""Supporters: start/help, a letter stored at once with a receipt and cards, client-split letters joined, limits,
+the sender's own edits and deletions, withdraw."""
 
 from __future__ import annotations
 
 import logging
-import unicodedata
 
-from handlers import cards, privacy
+from handlers import cards, editing, privacy
 from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply, send
-from handlers.context import MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
-from handlers.events import IncomingMessage, OutgoingMessage
-from storage.letters import Decision, Letter, NewPart
+from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
+from handlers.events import ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
+from handlers.text import clean_text
+from storage.letters import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    SENDER_EDIT,
+    WITHDRAWN,
+    Decision,
+    Growing,
+    Letter,
+    NewPart,
+    PartOf,
+)
 from storage.senders import Sender
 
 log = logging.getLogger(__name__)
@@ -44,45 +56,53 @@ async def help_private(ctx: Context, message: IncomingMessage, command: Command)
     await reply(ctx, message.chat, text + "\n\n" + keeps)
 
 
-def clean_text(text: str) -> str:
-    """Drop control characters (binary junk, terminal escapes) but keep line breaks and tabs."""
-    return "".join(
-        char for char in text if char in "\n\t" or unicodedata.category(char) not in ("Cc", "Cs")
-    ).strip()
-
-
 async def letter(ctx: Context, message: IncomingMessage) -> None:
-    """A supporter's message in a private chat: store it first, answer after."""
+    """A supporter's message in a private chat: checked against the limits, stored, then answered."""
     assert message.sender is not None
     _ = gettext_for(ctx, reader_language(ctx, message))
     if message.text is None:
-        text_only = _("I can only carry text letters for now: please write your letter as a message.")
-        await reply(ctx, message.chat, text_only)
+        await _refuse(ctx, message, "not text",
+                      _("I can only carry text letters for now: please write your letter as a message."))
         return
     text = clean_text(message.text)
     if not text:
-        await reply(ctx, message.chat, _("That message is empty. Write your letter as text, in any language."))
+        await _refuse(ctx, message, "empty", _("That message is empty. Write your letter as text, in any language."))
         return
     # Checked before anything is stored: a banned account leaves no new trace.
-    if await ctx.repos.bans.is_banned(ctx.hasher.account_hash(message.chat.platform, message.sender.user_id)):
-        await reply(ctx, message.chat, _("Sorry, the moderators no longer accept letters from this account."))
+    if await ctx.repos.bans.is_banned(_account(ctx, message)):
+        await _refuse(ctx, message, "banned", _("Sorry, the moderators no longer accept letters from this account."))
         return
+    async with ctx.letters_lock:
+        if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
+            return  # the same platform message again (a replayed update): it is stored already
+        stored = await _store(ctx, message, _part(message, text))
+    if stored is None:
+        return
+    if _may_grow(ctx, stored, message):
+        ctx.scheduler.call_later(ctx.policy.letter_join_seconds, lambda: announce_when_complete(ctx, stored.id))
+    else:
+        await announce(ctx, stored.id)
+
+
+async def _store(ctx: Context, message: IncomingMessage, part: NewPart) -> Growing | None:
+    """The part joined to the letter it continues, or a new letter within the limits; None when refused.
+
+    Reads and writes only the letter's own row and the new part, however long the letter has grown.
+    """
+    assert message.sender is not None
+    sender = await ctx.repos.senders.find(message.chat.platform, message.sender.user_id)
+    growing = await ctx.repos.letters.growing(sender.id) if sender is not None else None
+    if growing is not None and _continues(ctx, growing, message, part):
+        if growing.length + part.length > MAX_LETTER_LENGTH:
+            await _refuse_continuation(ctx, message, growing)
+            return None
+        return await ctx.repos.letters.add_part(growing, part)
+    if not await _within_limits(ctx, message, sender, part):
+        return None
     sender = await ctx.repos.senders.ensure(
         message.chat.platform, message.sender.user_id, message.chat.chat_id, message.sender.language, ctx.clock.now()
     )
-    async with ctx.letters_lock:
-        if not await _room_for_more(ctx, sender, message):
-            return
-        stored = await ctx.repos.letters.add_part(sender.id, _part(message, text), *_join_rule(ctx, message))
-    if stored is None:
-        return  # the same platform message again (a replayed update): it is stored already
-    letter, _is_new = stored
-    if letter.length > MAX_LETTER_LENGTH:
-        log.info("letter #%d is %d characters long, over the limit", letter.id, letter.length)
-    if _may_grow(ctx, letter, message):
-        ctx.scheduler.call_later(ctx.policy.letter_join_seconds, lambda: announce_when_complete(ctx, letter.id))
-    else:
-        await announce(ctx, letter.id)
+    return await ctx.repos.letters.start_letter(sender.id, part)
 
 
 def _part(message: IncomingMessage, text: str) -> NewPart:
@@ -103,23 +123,123 @@ def _join_rule(ctx: Context, message: IncomingMessage) -> tuple[float, int]:
     return (ctx.policy.letter_join_seconds, message.limit - SPLIT_MARGIN)
 
 
-def _may_grow(ctx: Context, letter: Letter, message: IncomingMessage) -> bool:
+def _continues(ctx: Context, growing: Growing, message: IncomingMessage, part: NewPart) -> bool:
     window, threshold = _join_rule(ctx, message)
+    return part.received_at - growing.last_part_at <= window and growing.last_part_length >= threshold
+
+
+def _may_grow(ctx: Context, letter: Growing, message: IncomingMessage) -> bool:
+    window, threshold = _join_rule(ctx, message)
+    # Also at the length limit: what the client sends after it is refused, rather than becoming new letters.
     return window > 0 and letter.last_part_length >= threshold
 
 
-async def _room_for_more(ctx: Context, sender: Sender, message: IncomingMessage) -> bool:
-    waiting = await ctx.repos.letters.waiting_from(sender.id)
-    if waiting < MAX_OPEN_LETTERS:
-        return True
+async def _within_limits(ctx: Context, message: IncomingMessage, sender: Sender | None, part: NewPart) -> bool:
+    """A new letter: not too long, not too many waiting, not too many today. Refused (once an hour) if not."""
     _ = gettext_for(ctx, reader_language(ctx, message))
-    await reply(
-        ctx,
-        message.chat,
-        _("You have {count} letters waiting for the moderators. Please wait for their decision before sending more.")
-        .format(count=waiting),
-    )
-    return False
+    if part.length > MAX_LETTER_LENGTH:
+        text = _("Your letter is {length} characters long; letters can have at most {limit}. "
+                 "Please shorten it, or send it as several letters.")
+        await _refuse(ctx, message, "too long", text.format(length=f"{part.length:,}",
+                                                            limit=f"{MAX_LETTER_LENGTH:,}"))
+        return False
+    if sender is None:
+        return True  # a first letter
+    waiting = await ctx.repos.letters.waiting_from(sender.id)
+    if waiting >= MAX_OPEN_LETTERS:
+        text = _("You have {count} letters waiting for the moderators. Please wait for their decision before "
+                 "sending more.")
+        await _refuse(ctx, message, "waiting", text.format(count=waiting))
+        return False
+    today = await ctx.repos.letters.letters_since(sender.id, ctx.clock.now() - DAY)
+    if today >= ctx.policy.letters_per_day:
+        text = _("You have sent {count} letters in the last 24 hours, as many as I can take from one person. "
+                 "Please write again tomorrow.")
+        await _refuse(ctx, message, "daily", text.format(count=today))
+        return False
+    return True
+
+
+async def _refuse_continuation(ctx: Context, message: IncomingMessage, growing: Growing) -> None:
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    text = _("Your letter #{number} has reached {limit} characters, the most a letter can have: the rest of your "
+             "text was not added. Please send it as another letter.")
+    await _refuse(ctx, message, "too long", text.format(number=growing.id, limit=f"{MAX_LETTER_LENGTH:,}"))
+
+
+def _account(ctx: Context, message: IncomingMessage | MessageEdited | MessageDeleted) -> str:
+    assert message.sender is not None
+    return ctx.hasher.account_hash(message.chat.platform, message.sender.user_id)
+
+
+async def _refuse(ctx: Context, message: IncomingMessage | MessageEdited, kind: str, text: str) -> None:
+    """Answer a refused message, unless this sender got this refusal within the hour: a flood gets one answer."""
+    if ctx.refusals.allow(_account(ctx, message), kind, ctx.clock.now()):
+        await reply(ctx, message.chat, text)
+
+
+async def edited(ctx: Context, edit: MessageEdited) -> None:
+    """The sender changed a message that is part of a letter: while pending the letter changes with it."""
+    part = await _own_part(ctx, edit)
+    if part is None:
+        return  # not a letter of theirs (a command, another chat), or no longer linked to them
+    _ = gettext_for(ctx, edit.sender.language or ctx.policy.default_language)
+    text = clean_text(edit.text or "")
+    length = edit.length or len(text)
+    if part.status == PENDING and (not text or part.letter_length - part.length + length > MAX_LETTER_LENGTH):
+        await _refuse(ctx, edit, "edit", _("Your edit of letter #{number} was not applied: a letter must have "
+                                           "some text and at most {limit} characters.").format(
+            number=part.letter_id, limit=f"{MAX_LETTER_LENGTH:,}"))
+        return
+    decision = Decision(part.letter_id, SENDER_EDIT, edit.chat.platform, "", "sender", None, ctx.clock.now())
+    async with ctx.letters_lock:
+        replaced = part.status == PENDING and await ctx.repos.letters.replace_part(part, text, length, decision)
+    if not replaced:
+        await _refuse_late_edit(ctx, edit, part.letter_id)
+        return
+    await editing.forget_translations(ctx, part.letter_id)
+    if part.announced:
+        await _detect_again(ctx, part.letter_id)
+        await cards.refresh(ctx, part.letter_id)
+        await reply(ctx, edit.chat, _("Letter #{number} now has your new text.").format(number=part.letter_id))
+
+
+async def _own_part(ctx: Context, event: MessageEdited | MessageDeleted) -> PartOf | None:
+    part = await ctx.repos.letters.part_of(event.chat.platform, event.chat.chat_id, event.message_id)
+    if part is None:
+        return None
+    sender = await ctx.repos.senders.find(event.chat.platform, event.sender.user_id)
+    return part if sender is not None and sender.id == part.sender_id else None
+
+
+async def _refuse_late_edit(ctx: Context, edit: MessageEdited, number: int) -> None:
+    _ = gettext_for(ctx, edit.sender.language or ctx.policy.default_language)
+    letter = await ctx.repos.letters.get(number)
+    status = letter.status if letter is not None else WITHDRAWN
+    texts = {
+        APPROVED: _("Letter #{number} was already approved; your edit was not applied."),
+        REJECTED: _("Letter #{number} was already rejected; your edit was not applied."),
+    }
+    text = texts.get(status, _("Letter #{number} was withdrawn; your edit was not applied."))
+    await _refuse(ctx, edit, "late edit", text.format(number=number))
+
+
+async def _detect_again(ctx: Context, letter_id: int) -> None:
+    """The new text's language, unless a moderator has set it by hand."""
+    letter = await ctx.repos.letters.get(letter_id)
+    if letter is None or await ctx.repos.letters.latest(letter_id, "lang") is not None:
+        return
+    language = ctx.detector.detect(letter.text)
+    if language != letter.language:
+        await ctx.repos.letters.set_language(letter_id, language)
+
+
+async def deleted(ctx: Context, deletion: MessageDeleted) -> None:
+    """The sender deleted a message of a pending letter: the letter is withdrawn, as with `withdraw N`."""
+    part = await _own_part(ctx, deletion)
+    if part is None or part.status != PENDING:
+        return
+    await _withdraw(ctx, deletion.chat, deletion.sender.language, part.letter_id)
 
 
 async def announce_when_complete(ctx: Context, letter_id: int) -> None:
@@ -183,7 +303,7 @@ async def _refuse_oversized(ctx: Context, sender: Sender, letter: Letter) -> Non
 async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> None:
     assert message.sender is not None
     _ = gettext_for(ctx, reader_language(ctx, message))
-    number = letter_number(command.words[0]) if command.words else None
+    number = letter_number(command.words[0]) if len(command.words) == 1 else None
     if number is None:
         usage = command_text(ctx, message.chat.platform, "withdraw 12")
         await reply(ctx, message.chat, _("Which letter? For example: {command}").format(command=usage))
@@ -193,16 +313,21 @@ async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> 
     if letter is None or sender is None or letter.sender_id != sender.id:
         await reply(ctx, message.chat, _("You have no letter #{number}.").format(number=number))
         return
+    await _withdraw(ctx, message.chat, reader_language(ctx, message), number)
+
+
+async def _withdraw(ctx: Context, chat: ChatRef, language: str | None, number: int) -> None:
+    _ = gettext_for(ctx, language)
     # The sender's account is not recorded with the decision: the trail names them only by pseudonym.
-    decision = Decision(number, "withdraw", message.chat.platform, "", "sender", None, ctx.clock.now())
+    decision = Decision(number, "withdraw", chat.platform, "", "sender", None, ctx.clock.now())
     async with ctx.letters_lock:
         withdrawn = await ctx.repos.letters.decide(number, decision)
     if not withdrawn:
-        await reply(ctx, message.chat, _("Letter #{number} was already decided and can't be withdrawn.")
+        await reply(ctx, chat, _("Letter #{number} was already decided and can't be withdrawn.")
                     .format(number=number))
         return
     await cards.show_status(ctx, number, cards.decision_status(ctx, decision))
-    await reply(ctx, message.chat, _("Letter #{number} is withdrawn. Nobody will see it.").format(number=number))
+    await reply(ctx, chat, _("Letter #{number} is withdrawn. Nobody will see it.").format(number=number))
     await privacy.after_told(ctx)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from handlers.common import Command, command_text, gettext_for, reader_language, reply
+from handlers import rooms
+from handlers.common import Command, command_text, gettext_for, reader_language, refuse_outside, reply
 from handlers.context import Context
 from handlers.events import ChatKind, ChatRef, IncomingMessage, MembershipChanged, Role
 from storage.subscriptions import Subscription
@@ -18,6 +19,9 @@ async def chat_id(ctx: Context, message: IncomingMessage, command: Command) -> N
 
 async def subscribe_here(ctx: Context, message: IncomingMessage, command: Command) -> None:
     _ = gettext_for(ctx, reader_language(ctx, message))
+    if len(command.words) > 1:
+        await refuse_outside(ctx, message)  # `subscribe CHAT LANG`: the moderators' form
+        return
     if not await _may_change(ctx, message):
         await reply(ctx, message.chat, _("Only an administrator of this chat can change its subscription."))
         return
@@ -40,6 +44,9 @@ async def subscribe_here(ctx: Context, message: IncomingMessage, command: Comman
 
 async def unsubscribe_here(ctx: Context, message: IncomingMessage, command: Command) -> None:
     _ = gettext_for(ctx, reader_language(ctx, message))
+    if command.words:
+        await refuse_outside(ctx, message)  # `unsubscribe CHAT`: the moderators' form, never this chat's own
+        return
     if not await _may_change(ctx, message):
         await reply(ctx, message.chat, _("Only an administrator of this chat can change its subscription."))
         return
@@ -152,8 +159,10 @@ def subscriber_name(ctx: Context, subscription: Subscription) -> str:
 
 
 async def membership_changed(ctx: Context, event: MembershipChanged) -> None:
-    """The bot was removed from a chat: its subscription ends at once, with the reason kept."""
+    """The bot was removed from a chat: its subscription ends at once, with the reason kept. A room it was
+    invited to is on probation for an hour (handlers/rooms.py)."""
     if event.active:
+        await rooms.invited(ctx, event)
         return
     subscription = await ctx.repos.subscriptions.find(event.chat.platform, event.chat.chat_id)
     if subscription is not None:

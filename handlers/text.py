@@ -32,6 +32,35 @@ class _Boundary(IntEnum):
     PARAGRAPH = 4
 
 
+# Removed from letters: control characters but line breaks and tabs, lone surrogates, the bidirectional
+# embeddings, overrides and isolates (which can make a card read differently from what it holds), and tag
+# characters (invisible text), except inside a subdivision flag (🏴 + tags + cancel tag: 🏴󠁧󠁢󠁳󠁣󠁴󠁿).
+_UNWANTED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\U000e0000-\U000e007f]+")
+_SUBDIVISION_FLAG = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+# `@name` as Telegram detects a mention; a word joiner after the `@` leaves it a plain word.
+_MENTION = re.compile(r"(?<![\w.@])@(?=[A-Za-z0-9_])")
+WORD_JOINER = "\u2060"
+
+
+def clean_text(text: str) -> str:
+    """A letter's text as stored: without what could hide or disguise text, then stripped.
+
+    Zero-width joiners and non-joiners stay: emoji sequences and scripts (Persian, Indic) need them.
+    """
+    kept: list[str] = []
+    position = 0
+    for flag in _SUBDIVISION_FLAG.finditer(text):
+        kept += [_UNWANTED.sub("", text[position:flag.start()]), flag[0]]
+        position = flag.end()
+    kept.append(_UNWANTED.sub("", text[position:]))
+    return "".join(kept).strip()
+
+
+def defuse_mentions(text: str) -> str:
+    """`@name` → `@\u2060name`: shown the same, but never a live mention that notifies someone."""
+    return _MENTION.sub("@" + WORD_JOINER, text)
+
+
 def utf16_len(text: str) -> int:
     """Length in UTF-16 code units, as Telegram counts message length: a non-BMP emoji counts 2."""
     # surrogatepass: a lone surrogate (from a broken client) still counts one unit instead of raising.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from storage.db import Database
 
 PENDING, APPROVED, REJECTED, WITHDRAWN = "pending", "approved", "rejected", "withdrawn"
+SENDER_EDIT = "sender_edit"  # the history's name for a supporter's edit of their own pending letter
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,10 @@ def join_parts(texts: list[str]) -> str:
 
 
 _LETTER_SQL = """
-    SELECT l.*, COUNT(p.seq) AS parts, SUM(p.length) AS length, MAX(p.received_at) AS last_part_at,
-           (SELECT length FROM letter_parts WHERE letter_id = l.id ORDER BY seq DESC LIMIT 1) AS last_part_length,
+    SELECT l.*,
            (SELECT json_group_array(text) FROM (SELECT text FROM letter_parts WHERE letter_id = l.id ORDER BY seq))
                AS texts
-    FROM letters l JOIN letter_parts p ON p.letter_id = l.id
+    FROM letters l
 """
 
 
@@ -97,67 +97,122 @@ def _letter(row) -> Letter:
     )
 
 
+@dataclass(frozen=True)
+class Growing:
+    """What intake needs to know of a letter, without its text: read and written in O(1) per part."""
+
+    id: int
+    parts: int
+    length: int
+    last_part_at: float
+    last_part_length: int
+
+
+@dataclass(frozen=True)
+class PartOf:
+    """The letter a platform message is part of (found again when its sender edits or deletes it)."""
+
+    letter_id: int
+    sender_id: int
+    seq: int
+    status: str
+    announced: bool
+    length: int  # the part's
+    letter_length: int
+
+
 class LetterRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add_part(
-        self, sender_id: int, part: NewPart, join_window: float, join_threshold: int
-    ) -> tuple[Letter, bool] | None:
-        """Store one incoming message as a new letter, or as the next part of the sender's open letter.
+    async def has_part(self, platform: str, chat_id: str, message_id: str) -> bool:
+        """This platform message was stored before (a replayed update)."""
+        row = await self.db.fetchone(
+            "SELECT 1 FROM letter_parts WHERE platform = ? AND chat_id = ? AND message_id = ?",
+            (platform, chat_id, message_id),
+        )
+        return row is not None
 
-        A message joins the sender's newest letter when that letter has not been announced yet, its last
-        part came at most `join_window` seconds earlier and was at least `join_threshold` long (the client
-        cut it there). Returns (letter, is_new), or None when this platform message was stored before.
-        """
+    async def growing(self, sender_id: int) -> Growing | None:
+        """The sender's newest letter if it has not been announced: a new part may still join it."""
+        row = await self.db.fetchone(
+            """SELECT id, parts, length, last_part_at, last_part_length FROM letters
+               WHERE sender_id = ? AND status = 'pending' AND announced_at IS NULL ORDER BY id DESC LIMIT 1""",
+            (sender_id,),
+        )
+        if row is None:
+            return None
+        return Growing(row["id"], row["parts"], row["length"], row["last_part_at"], row["last_part_length"])
+
+    async def start_letter(self, sender_id: int, part: NewPart) -> Growing:
+        """A new letter made of this one message."""
         async with self.db.transaction() as db:
             async with db.execute(
-                "SELECT 1 FROM letter_parts WHERE platform = ? AND chat_id = ? AND message_id = ?",
-                (part.platform, part.chat_id, part.message_id),
+                """INSERT INTO letters (sender_id, created_at, parts, length, last_part_at, last_part_length)
+                   VALUES (?, ?, 1, ?, ?, ?)""",
+                (sender_id, part.received_at, part.length, part.received_at, part.length),
             ) as cursor:
-                if await cursor.fetchone():
-                    return None
-            letter_id, seq = await self._open_letter(db, sender_id, part, join_window, join_threshold)
-            is_new = letter_id is None
-            if is_new:
-                async with db.execute(
-                    "INSERT INTO letters (sender_id, created_at) VALUES (?, ?)", (sender_id, part.received_at)
-                ) as cursor:
-                    letter_id, seq = cursor.lastrowid, 1
-            await db.execute(
-                """INSERT INTO letter_parts (letter_id, seq, platform, chat_id, message_id, text, length, received_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                (letter_id, seq, part.platform, part.chat_id, part.message_id, part.text, part.length,
-                 part.received_at),
-            )
-        letter = await self.get(letter_id)
-        assert letter is not None
-        return letter, is_new
+                letter_id = cursor.lastrowid
+            assert letter_id is not None
+            await _insert_part(db, letter_id, 1, part)
+        return Growing(letter_id, 1, part.length, part.received_at, part.length)
 
-    async def _open_letter(
-        self, db, sender_id: int, part: NewPart, join_window: float, join_threshold: int
-    ) -> tuple[int | None, int]:
-        async with db.execute(
-            """SELECT l.id, p.seq, p.length, p.received_at FROM letters l
-               JOIN letter_parts p ON p.letter_id = l.id
-               WHERE l.sender_id = ? AND l.status = 'pending' AND l.announced_at IS NULL
-               ORDER BY l.id DESC, p.seq DESC LIMIT 1""",
-            (sender_id,),
-        ) as cursor:
-            row = await cursor.fetchone()
+    async def add_part(self, letter: Growing, part: NewPart) -> Growing:
+        """The next part of a letter that is still growing; touches that one letter row and one new part row."""
+        seq = letter.parts + 1
+        async with self.db.transaction() as db:
+            await _insert_part(db, letter.id, seq, part)
+            await db.execute(
+                """UPDATE letters SET parts = ?, length = length + ?, last_part_at = ?, last_part_length = ?
+                   WHERE id = ?""",
+                (seq, part.length, part.received_at, part.length, letter.id),
+            )
+        return Growing(letter.id, seq, letter.length + part.length, part.received_at, part.length)
+
+    async def part_of(self, platform: str, chat_id: str, message_id: str) -> PartOf | None:
+        row = await self.db.fetchone(
+            """SELECT p.letter_id, l.sender_id, p.seq, p.length, l.status, l.announced_at, l.length AS letter_length
+               FROM letter_parts p
+               JOIN letters l ON l.id = p.letter_id WHERE p.platform = ? AND p.chat_id = ? AND p.message_id = ?""",
+            (platform, chat_id, message_id),
+        )
         if row is None:
-            return None, 0
-        fresh = part.received_at - row["received_at"] <= join_window
-        if fresh and row["length"] >= join_threshold:
-            return row["id"], row["seq"] + 1
-        return None, 0
+            return None
+        return PartOf(row["letter_id"], row["sender_id"], row["seq"], row["status"], row["announced_at"] is not None,
+                      row["length"], row["letter_length"])
+
+    async def replace_part(self, part: PartOf, text: str, length: int, decision: Decision) -> bool:
+        """The sender's own edit of one part of a pending letter; a moderator's earlier edit gives way to it (it
+        was of the older text). False once the letter is decided."""
+        async with self.db.transaction() as db:
+            async with db.execute(
+                """UPDATE letters SET length = length + ?, edited_text = NULL, edited_length = NULL,
+                       last_part_length = CASE WHEN parts = ? THEN ? ELSE last_part_length END
+                   WHERE id = ? AND status = 'pending'""",
+                (length - part.length, part.seq, length, part.letter_id),
+            ) as cursor:
+                if cursor.rowcount != 1:
+                    return False
+            await db.execute(
+                "UPDATE letter_parts SET text = ?, length = ? WHERE letter_id = ? AND seq = ?",
+                (text, length, part.letter_id, part.seq),
+            )
+            await _insert_decision(db, decision)
+        return True
+
+    async def letters_since(self, sender_id: int, since: float) -> int:
+        """Letters this sender began since then (a client-split letter counts once)."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM letters WHERE sender_id = ? AND created_at > ?", (sender_id, since)
+        )
+        return row[0]
 
     async def get(self, letter_id: int) -> Letter | None:
-        row = await self.db.fetchone(_LETTER_SQL + " WHERE l.id = ? GROUP BY l.id", (letter_id,))
+        row = await self.db.fetchone(_LETTER_SQL + " WHERE l.id = ?", (letter_id,))
         return _letter(row) if row else None
 
     async def unannounced(self) -> list[Letter]:
-        rows = await self.db.fetchall(_LETTER_SQL + " WHERE l.announced_at IS NULL GROUP BY l.id ORDER BY l.id")
+        rows = await self.db.fetchall(_LETTER_SQL + " WHERE l.announced_at IS NULL ORDER BY l.id")
         return [_letter(row) for row in rows]
 
     async def mark_announced(self, letter_id: int, at: float) -> bool:
@@ -169,7 +224,7 @@ class LetterRepository:
 
     async def pending(self, limit: int = 20) -> list[Letter]:
         rows = await self.db.fetchall(
-            _LETTER_SQL + " WHERE l.status = 'pending' AND l.announced_at IS NOT NULL GROUP BY l.id"
+            _LETTER_SQL + " WHERE l.status = 'pending' AND l.announced_at IS NOT NULL"
             " ORDER BY l.id LIMIT ?",
             (limit,),
         )
@@ -285,4 +340,12 @@ async def _insert_decision(db, decision: Decision) -> None:
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
         (decision.letter_id, decision.action, decision.platform, decision.moderator_id, decision.moderator,
          decision.reason, decision.decided_at),
+    )
+
+
+async def _insert_part(db, letter_id: int, seq: int, part: NewPart) -> None:
+    await db.execute(
+        """INSERT INTO letter_parts (letter_id, seq, platform, chat_id, message_id, text, length, received_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+        (letter_id, seq, part.platform, part.chat_id, part.message_id, part.text, part.length, part.received_at),
     )

@@ -9,6 +9,7 @@ from storage.db import Database
 from storage.deliveries import DeliveryRepository
 from storage.letters import LetterRepository
 from storage.privacy import PrivacyRepository
+from storage.rooms import RoomRepository
 from storage.senders import BanRepository, SenderRepository
 from storage.state import StateRepository
 from storage.subscriptions import SubscriptionRepository
@@ -27,6 +28,7 @@ class Repositories:
     deliveries: DeliveryRepository
     translations: TranslationRepository
     state: StateRepository
+    rooms: RoomRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -41,4 +43,5 @@ class Repositories:
             deliveries=DeliveryRepository(db),
             translations=TranslationRepository(db),
             state=StateRepository(db),
+            rooms=RoomRepository(db),
         )

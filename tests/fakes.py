@@ -35,6 +35,7 @@ class Posted:
 class FakeNetwork:
     command_prefix = "/"
     scrub_keeps_message = True
+    bot_username: str | None = "RelayBot"
 
     def __init__(self, platform: str = "telegram", max_text_length: int = 4096) -> None:
         self.platform = platform
@@ -45,6 +46,7 @@ class FakeNetwork:
         self.gone: dict[str, str] = {}
         self.failures: list[DeliveryError] = []  # raised by the next sends, in order
         self.press_answers: list[tuple[str | None, str]] = []
+        self.left: list[str] = []
         self._ids = itertools.count(1)
 
     def text_length(self, text: str) -> int:
@@ -91,6 +93,9 @@ class FakeNetwork:
 
     async def can_post(self, chat_id: str) -> bool:
         return chat_id not in self.gone
+
+    async def leave(self, chat_id: str) -> None:
+        self.left.append(chat_id)
 
     async def answer_press(self, token: str | None, text: str) -> None:
         self.press_answers.append((token, text))

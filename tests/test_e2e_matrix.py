@@ -202,7 +202,9 @@ async def test_long_letter_is_carded_and_delivered_in_parts(room: Room, homeserv
     await room.mo.wait_for_text(room.mods, room.bot_user, "#1 delivered to 1 of 1", within=30)
     parts = [t for t in await ada.texts_from(subscribers, room.bot_user) if t.startswith("✊")]
     titles = [part.split("\n", 1)[0] for part in parts]
-    assert titles == ["✊ Letter of solidarity #1 (1/2)", "✊ Letter of solidarity #1 (2/2)"]
+    # Each event stays under 60,000 bytes of JSON, the text counted twice (body and formatted_body).
+    assert len(parts) >= 2
+    assert titles == [f"✊ Letter of solidarity #1 ({n}/{len(parts)})" for n in range(1, len(parts) + 1)]
     bodies = [p.split("\n\n", 1)[1] for p in parts]
     assert " ".join(" ".join(bodies).split()) == " ".join(letter.split())
 

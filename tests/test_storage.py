@@ -30,13 +30,12 @@ async def test_a_letter_survives_a_reopen(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "relay.db")
     repos = Repositories.over(db)
     sender = await repos.senders.ensure("telegram", "42", "42", "es", 0)
-    stored = await repos.letters.add_part(sender.id, part("7", "¡Hola! ✊"), 5, 4000)
-    assert stored is not None
+    stored = await repos.letters.start_letter(sender.id, part("7", "¡Hola! ✊"))
     await db.close()
     repos = Repositories.over(await Database.open(tmp_path / "relay.db"))
-    letter = await repos.letters.get(stored[0].id)
+    letter = await repos.letters.get(stored.id)
     assert letter is not None and letter.text == "¡Hola! ✊" and letter.status == "pending"
-    assert await repos.letters.add_part(sender.id, part("7", "¡Hola! ✊"), 5, 4000) is None  # replayed update
+    assert await repos.letters.has_part("telegram", "1", "7")  # a replayed update is recognised
     await repos.db.close()
 
 
@@ -45,7 +44,7 @@ async def test_first_decision_wins_and_queues_once(tmp_path: Path) -> None:
     await repos.subscriptions.subscribe("telegram", "-1", "channel", "A", "en", 0)
     await repos.subscriptions.subscribe("telegram", "-2", "group", "B", "es", 0)
     sender = await repos.senders.ensure("telegram", "42", "42", None, 0)
-    letter, _ = await repos.letters.add_part(sender.id, part("1", "x"), 5, 4000)
+    letter = await repos.letters.start_letter(sender.id, part("1", "x"))
     approve = Decision(letter.id, "approve", "telegram", "9", "Mo", None, 1.0)
     reject = Decision(letter.id, "reject", "telegram", "8", "Kim", "no", 2.0)
     assert await repos.letters.decide(letter.id, approve)
@@ -62,7 +61,7 @@ async def test_in_flight_deliveries_are_recovered_and_one_per_chat_is_claimed() 
     await repos.subscriptions.subscribe("telegram", "-1", "channel", "A", "en", 0)
     sender = await repos.senders.ensure("telegram", "42", "42", None, 0)
     for number in range(2):
-        letter, _ = await repos.letters.add_part(sender.id, part(str(number), "x"), 0, 4000)
+        letter = await repos.letters.start_letter(sender.id, part(str(number), "x"))
         await repos.letters.decide(letter.id, Decision(letter.id, "approve", "telegram", "9", "Mo", None, 1.0))
     first = await repos.deliveries.claim_due(10.0, 10)
     assert len(first) == 1  # the same chat never has two deliveries in flight

@@ -27,6 +27,7 @@ from nio import (
     LoginResponse,
     MessageDirection,
     ReactionEvent,
+    RedactionEvent,
     Response,
     RoomGetStateEventResponse,
     RoomGetStateResponse,
@@ -52,6 +53,8 @@ from handlers.events import (
     Event,
     IncomingMessage,
     MembershipChanged,
+    MessageDeleted,
+    MessageEdited,
     OutgoingMessage,
     RemoteRef,
     Role,
@@ -63,8 +66,11 @@ from handlers.ports import DeliveryError, Dispatch
 log = logging.getLogger(__name__)
 
 PLATFORM = "matrix"
-# An event may be 65,536 bytes of JSON; body and formatted_body both carry the text, escaped HTML can grow.
-MAX_TEXT_BYTES = 24_000
+# An event may be 65,536 bytes of JSON with the server's own fields; what the bot sends stays under 60,000.
+MAX_EVENT_BYTES = 60_000
+# A text's share of that, measured as sent (text_length): an edit carries the text twice (the new content and
+# its fallback), each as `body` and `formatted_body`; the rest is left to titles, footers and the envelope.
+MAX_TEXT_BYTES = 27_000
 SYNC_TIMEOUT_MS = 30_000
 ADMIN_LEVEL = 50
 KIND_CACHE_SECONDS = 300
@@ -76,7 +82,17 @@ LONGEST_NOTICE_WAIT = 30
 SCRUB_REASON = "letter text removed"
 RELATIONS_PAGE = 50
 
+PINNED_ROOM_KEY = "matrix.moderation_room"
+
 T = TypeVar("T", bound=Response)
+
+
+class PublicModerationRoom(RuntimeError):
+    """The moderators' room can be joined or read by anyone: the bot must not start."""
+
+
+class ModerationRoomMoved(RuntimeError):
+    """The moderation room's alias points to another room than the one pinned at first start."""
 
 
 class KeyValue(Protocol):
@@ -91,6 +107,7 @@ class MatrixTransport:
     max_text_length = MAX_TEXT_BYTES
     # Clients show a redacted card as "message deleted": its new state must be posted on its own.
     scrub_keeps_message = False
+    bot_username = None  # Matrix commands name no bot
 
     def __init__(self, settings: MatrixSettings, state: KeyValue, store_path: Path) -> None:
         self.settings = settings
@@ -108,28 +125,70 @@ class MatrixTransport:
         self.client = AsyncClient(settings.homeserver, settings.user, store_path=str(store_path), config=config)
         self.moderation_room_id: str | None = None
         self._dispatch: Dispatch | None = None
+        self._handling: list[asyncio.Future[None]] = []
         self._sync_task: asyncio.Task[None] | None = None
         self._kinds: dict[str, tuple[ChatKind, float]] = {}
         self._creators_cache: dict[str, frozenset[str]] = {}
         self._running = False
 
     def text_length(self, text: str) -> int:
-        return len(html.escape(text, quote=False).encode("utf-8"))
+        """What `text` adds to a message's JSON, as the homeserver measures it: as `body` and `formatted_body`,
+        quoted (the larger form), escaped for HTML and then for JSON (a `"` or `\\` counts twice)."""
+        return _json_size(_plain_quote(text)) + _json_size(_quoted_html(text))
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self, dispatch: Dispatch) -> None:
         self._dispatch = dispatch
         await self._log_in()
-        self.moderation_room_id = await self._join(self.settings.moderation_room)
-        if self.moderation_room_id is None:
-            log.error("matrix: cannot join the moderation room %s: invite the bot", self.settings.moderation_room)
+        self.moderation_room_id = await self._moderation_room()
         token = await self.state.get("matrix.next_batch")
         if token is None:
             token = await self._first_sync()
         self._running = True
         self._sync_task = asyncio.create_task(self._sync_forever(token))
         log.info("matrix: syncing as %s (device %s)", self.client.user_id, self.client.device_id)
+
+    async def _moderation_room(self) -> str | None:
+        """The moderation room's id: an alias resolved and pinned, a room that is not public, joined."""
+        configured = self.settings.moderation_room
+        room_id = await self._resolve(configured)
+        if room_id is not None and configured.startswith("#"):
+            await self._pin(configured, room_id)
+        if room_id is None or await self._join(room_id) is None:
+            log.error("matrix: cannot join the moderation room %s: invite the bot", configured)
+            return None
+        problem = await self.public_moderation_room(room_id)
+        if problem is not None:
+            raise PublicModerationRoom(problem)
+        return room_id
+
+    async def _pin(self, alias: str, room_id: str) -> None:
+        """The room an alias named at first is the moderation room for good: whoever can move an alias (a
+        homeserver admin, or anyone once it is released) must not be able to redirect the moderators' cards."""
+        saved = await self.state.get(PINNED_ROOM_KEY)
+        pinned = json.loads(saved) if saved else {}
+        if pinned.get("alias") == alias and pinned.get("room_id") != room_id:
+            raise ModerationRoomMoved(
+                f"MATRIX_MODERATION_ROOM: {alias} now points to {room_id}, not to {pinned.get('room_id')}, the room "
+                "the bot was set up with; if the moderators really moved, set MATRIX_MODERATION_ROOM to the new "
+                "room's id"
+            )
+        if pinned.get("alias") != alias:
+            await self.state.put(PINNED_ROOM_KEY, json.dumps({"alias": alias, "room_id": room_id}))
+
+    async def public_moderation_room(self, room_id: str) -> str | None:
+        """The problem, in one line naming the setting, when anyone can join or read the moderation room."""
+        join_rule = (await self._state(room_id, "m.room.join_rules")).get("join_rule")
+        visibility = (await self._state(room_id, "m.room.history_visibility")).get("history_visibility")
+        if join_rule == "public":
+            how = "anyone can join it (join rule: public)"
+        elif visibility == "world_readable":
+            how = "anyone can read its history (history visibility: world_readable)"
+        else:
+            return None
+        return (f"MATRIX_MODERATION_ROOM: the moderators' room is public: {how}; make it invite-only and its "
+                "history visible to members only, then start again")
 
     async def _log_in(self) -> None:
         saved = await self._saved_session()
@@ -164,7 +223,7 @@ class MatrixTransport:
         if not isinstance(response, SyncResponse):
             raise RuntimeError(f"matrix first sync failed: {response}")
         for room_id in response.rooms.invite:
-            await self._join(room_id)
+            await self._accept(room_id)
         await self.state.put("matrix.next_batch", response.next_batch)
         return response.next_batch
 
@@ -198,7 +257,7 @@ class MatrixTransport:
 
     async def _handle_sync(self, response: SyncResponse) -> None:
         for room_id in response.rooms.invite:
-            await self._join(room_id)
+            await self._accept(room_id)
         for room_id, info in response.rooms.leave.items():
             reason = _removal_reason(info.timeline.events, self.client.user_id)
             self._kinds.pop(room_id, None)
@@ -206,6 +265,9 @@ class MatrixTransport:
         for room_id, info in response.rooms.join.items():
             for event in info.timeline.events:
                 await self._on_event(room_id, event)
+        # The batch counts as handled (and its sync token may be stored) once every event of it is.
+        handling, self._handling = self._handling, []
+        await asyncio.gather(*handling)
 
     async def _on_event(self, room_id: str, event: Any) -> None:
         if isinstance(event, RoomMemberEvent):
@@ -215,15 +277,25 @@ class MatrixTransport:
             return
         if isinstance(event, ReactionEvent):
             await self._emit(await self._press(room_id, event))
-        elif isinstance(event, RoomMessage) and not _is_edit(event):
+        elif isinstance(event, RedactionEvent):
+            await self._emit(await self._deleted(room_id, event))
+        elif isinstance(event, RoomMessage) and _is_edit(event):
+            await self._emit(await self._edited(room_id, event))
+        elif isinstance(event, RoomMessage):
             await self._emit(await self._incoming(room_id, event))
 
+    async def _accept(self, room_id: str) -> None:
+        """Invitations are accepted from anyone; the room is on probation until it proves of use."""
+        if await self._join(room_id) is not None:
+            await self._emit(MembershipChanged(await self._chat(room_id), True, "invited"))
+
     async def _emit(self, event: Event | None) -> None:
+        """Into the bot's intake, where senders take turns; the sync loop waits for the batch, not each event."""
         if event is not None and self._dispatch is not None:
-            await self._dispatch(event)
+            self._handling.append(asyncio.ensure_future(self._dispatch(event)))
 
     async def _incoming(self, room_id: str, event: RoomMessage) -> IncomingMessage:
-        text = event.body if isinstance(event, RoomMessageText) else None
+        text = event.body if isinstance(event, RoomMessageText) and isinstance(event.body, str) else None
         return IncomingMessage(
             event_id=event.event_id,
             chat=await self._chat(room_id),
@@ -231,9 +303,39 @@ class MatrixTransport:
             text=text,
             message_id=event.event_id,
             received_at=event.server_timestamp / 1000,
-            content_kind="text" if text is not None else event.source.get("content", {}).get("msgtype", "other"),
+            content_kind="text" if text is not None else _msgtype(event.source),
             length=len(text or ""),
             limit=0,  # Matrix clients do not split long messages
+        )
+
+    async def _edited(self, room_id: str, event: RoomMessage) -> MessageEdited | None:
+        """An `m.replace`: the new text is in `m.new_content` (the top-level body is a "* ..." fallback)."""
+        content = event.source.get("content", {})
+        original = content.get("m.relates_to", {}).get("event_id")
+        new_content = content.get("m.new_content")
+        if not isinstance(original, str) or not isinstance(new_content, dict):
+            return None
+        body = new_content.get("body")
+        textual = new_content.get("msgtype") in ("m.text", "m.notice", "m.emote") and isinstance(body, str)
+        text = body if textual else None
+        return MessageEdited(
+            event_id=event.event_id,
+            chat=await self._chat(room_id),
+            sender=await self._user(room_id, event.sender),
+            message_id=original,
+            text=text,
+            received_at=event.server_timestamp / 1000,
+            length=len(text or ""),
+        )
+
+    async def _deleted(self, room_id: str, event: RedactionEvent) -> MessageDeleted | None:
+        if not isinstance(event.redacts, str):
+            return None
+        return MessageDeleted(
+            event_id=event.event_id,
+            chat=await self._chat(room_id),
+            sender=await self._user(room_id, event.sender),
+            message_id=event.redacts,
         )
 
     async def _press(self, room_id: str, event: ReactionEvent) -> ActionPressed:
@@ -327,6 +429,10 @@ class MatrixTransport:
 
     async def _room_send(self, room_id: str, kind: str, content: dict[str, Any], txn: str | None, notice: bool) -> str:
         """One room send. Notices wait out a short rate limit themselves; broadcasts leave that to the worker."""
+        size = _json_size(content)
+        if size > MAX_EVENT_BYTES:
+            # Texts are cut to fit (text_length); this is the last guard, so that no oversized event is tried.
+            raise DeliveryError(f"event of {size} bytes is over the {MAX_EVENT_BYTES}-byte limit", retryable=False)
         response = await self._request(
             lambda: self.client.room_send(room_id, kind, content, tx_id=txn), RoomSendResponse, patient=notice
         )
@@ -377,27 +483,41 @@ class MatrixTransport:
         needed = levels.get("events", {}).get("m.room.message", levels.get("events_default", 0))
         return await self._power(chat_id, self.client.user_id) >= needed
 
+    async def leave(self, chat_id: str) -> None:
+        response = await self.client.room_leave(chat_id)
+        if isinstance(response, ErrorResponse):
+            log.info("matrix: could not leave a room (%s)", response.status_code or "no error code")
+        self._kinds.pop(chat_id, None)
+
     async def answer_press(self, token: str | None, text: str) -> None:
         """Matrix reactions have no private answer; the outcome shows on the card itself."""
 
     async def check(self) -> list[str]:
         try:
             await self._log_in()
-            if await self._join(self.settings.moderation_room) is None:
+            room_id = await self._join(self.settings.moderation_room)
+            if room_id is None:
                 return [f"MATRIX_MODERATION_ROOM: cannot join {self.settings.moderation_room} (invite the bot)"]
             print(f"matrix: logged in as {self.client.user_id}")
-            return []
+            public = await self.public_moderation_room(room_id)
+            return [public] if public else []
         except (RuntimeError, OSError, TimeoutError) as error:
             return [f"MATRIX_HOMESERVER / MATRIX_USER: {error}"]
         finally:
             await self.client.close()
 
+    async def _resolve(self, room: str) -> str | None:
+        """A room id for an alias (or the id itself), without joining."""
+        if not room.startswith("#"):
+            return room
+        resolved = await self.client.room_resolve_alias(room)
+        return resolved.room_id if isinstance(resolved, RoomResolveAliasResponse) else None
+
     async def _join(self, room: str) -> str | None:
-        if room.startswith("#"):
-            resolved = await self.client.room_resolve_alias(room)
-            if not isinstance(resolved, RoomResolveAliasResponse):
-                return None
-            room = resolved.room_id
+        room_id = await self._resolve(room)
+        if room_id is None:
+            return None
+        room = room_id
         response = await self.client.join(room)
         if isinstance(response, ErrorResponse):
             # The room may be a supporter's direct chat, and Synapse's message may name people: DEBUG only.
@@ -426,8 +546,12 @@ class MatrixTransport:
         return {member.user_id: member.display_name or member.user_id for member in response.members}
 
     async def _user(self, room_id: str, user_id: str) -> UserRef:
-        member = await self._state(room_id, "m.room.member", user_id)
-        name = member.get("displayname") or user_id.split(":")[0].lstrip("@")
+        """The display name is looked up only where it is shown (moderators' names on decisions): a supporter's
+        is never used, and looking it up for every message in every room would cost a request each."""
+        name = user_id.split(":")[0].lstrip("@")
+        if room_id == self.moderation_room_id:
+            displayname = (await self._state(room_id, "m.room.member", user_id)).get("displayname")
+            name = displayname if isinstance(displayname, str) and displayname else name
         return UserRef(PLATFORM, user_id, name, None)
 
     async def _state(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any]:
@@ -455,8 +579,14 @@ class MatrixTransport:
 
 
 def _is_edit(event: RoomMessage) -> bool:
-    relates = event.source.get("content", {}).get("m.relates_to", {})
-    return relates.get("rel_type") == "m.replace"
+    relates = event.source.get("content", {}).get("m.relates_to")
+    return isinstance(relates, dict) and relates.get("rel_type") == "m.replace"
+
+
+def _msgtype(source: dict[str, Any]) -> str:
+    content = source.get("content")
+    msgtype = content.get("msgtype") if isinstance(content, dict) else None
+    return msgtype if isinstance(msgtype, str) else "other"
 
 
 def _removal_reason(events: list[Any], user_id: str | None) -> str:
@@ -470,13 +600,17 @@ def _removal_reason(events: list[Any], user_id: str | None) -> str:
 
 
 def _content(message: OutgoingMessage) -> dict[str, Any]:
-    plain = "\n\n".join(part for part in (message.title, message.text, message.footer) if part)
+    """An m.room.message of plain text; a quoted body (a letter on a card) as a block quote, set apart from the
+    bot's own lines. Mentions need no defusing here: `m.mentions: {}` says the message mentions nobody."""
+    title, text, footer = message.title, message.text, message.footer
+    body = _plain_quote(text) if message.quoted and text else text
+    plain = "\n\n".join(part for part in (title, body, footer) if part)
     pieces = []
-    if message.title:
-        pieces.append(f"<b>{_html(message.title)}</b>")
-    pieces.append(_html(message.text))
-    if message.footer:
-        pieces.append(f"<i>{_html(message.footer)}</i>")
+    if title:
+        pieces.append(f"<b>{_html(title)}</b>")
+    pieces.append(_quoted_html(text) if message.quoted and text else _html(text))
+    if footer:
+        pieces.append(f"<i>{_html(footer)}</i>")
     return {
         "msgtype": "m.notice" if message.silent else "m.text",
         "body": plain,
@@ -488,6 +622,20 @@ def _content(message: OutgoingMessage) -> dict[str, Any]:
 
 def _html(text: str) -> str:
     return html.escape(text, quote=False).replace("\n", "<br>")
+
+
+def _quoted_html(text: str) -> str:
+    return f"<blockquote>{_html(text)}</blockquote>"
+
+
+def _plain_quote(text: str) -> str:
+    """The plain-text form of a quotation, as Matrix reply fallbacks write it: `> ` before every line."""
+    return "\n".join("> " + line for line in text.split("\n"))
+
+
+def _json_size(value: Any) -> int:
+    """Bytes of `value` in the homeserver's canonical JSON (UTF-8, not \\u-escaped), which its size limit counts."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
 
 
 def _txn_id(key: str) -> str:

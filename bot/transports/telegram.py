@@ -36,6 +36,7 @@ from handlers.events import (
     Event,
     IncomingMessage,
     MembershipChanged,
+    MessageEdited,
     OutgoingMessage,
     RemoteRef,
     Role,
@@ -43,7 +44,7 @@ from handlers.events import (
 )
 from handlers.loggable import without_ids
 from handlers.ports import DeliveryError, Dispatch
-from handlers.text import utf16_len
+from handlers.text import defuse_mentions, utf16_len
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class TelegramTransport:
             .build()
         )
         self._dispatch: Dispatch | None = None
+        self._handling: set[asyncio.Future[None]] = set()
         self._bot_id: int | None = None
         # The delivery worker's pacer, shared so notices and card edits count against the same overall rate.
         self.pacer = pacer
@@ -85,14 +87,20 @@ class TelegramTransport:
     def bot(self):
         return self.application.bot
 
+    @property
+    def bot_username(self) -> str | None:
+        """Commands in groups may be addressed to a bot: `/approve@RelayBot 12`."""
+        return self.bot.username if self._bot_id is not None else None
+
     def text_length(self, text: str) -> int:
-        return utf16_len(text)
+        return utf16_len(defuse_mentions(text))  # as sent: a word joiner after every `@name`
 
     async def start(self, dispatch: Dispatch) -> None:
         self._dispatch = dispatch
         self.application.add_handler(TypeHandler(Update, self._on_update))
         await self._initialize()
         self._bot_id = self.bot.id
+        await self._refuse_public_moderation_chat()
         await self.application.start()
         assert self.application.updater is not None
         await self.application.updater.start_polling(
@@ -113,6 +121,24 @@ class TelegramTransport:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
 
+    async def _refuse_public_moderation_chat(self) -> None:
+        """A chat with a username can be found and read by anyone: letters and moderators' names with them."""
+        problem = await self.public_moderation_chat()
+        if problem is not None:
+            raise PublicModerationRoom(problem)
+
+    async def public_moderation_chat(self) -> str | None:
+        """The problem, in one line naming the setting, when the moderation chat is public; else None."""
+        try:
+            chat = await self.bot.get_chat(_chat_id(self.settings.moderation_chat))
+        except TelegramError as error:
+            log.warning("telegram: could not look at the moderation chat: %s", without_ids(_reason(error)))
+            return None
+        if not chat.username:
+            return None
+        return (f"TELEGRAM_MODERATION_CHAT: the moderators' chat is public (@{chat.username}): anyone could read "
+                "the letters there; make it private (remove its public link) and start again")
+
     @staticmethod
     def _polling_error(error: TelegramError) -> None:
         log.warning("telegram: polling failed, retrying: %s", without_ids(_reason(error)))
@@ -127,11 +153,13 @@ class TelegramTransport:
 
     async def send(self, message: OutgoingMessage) -> RemoteRef:
         if self.pacer is not None and not message.broadcast:
-            await self.pacer.acquire_global()  # broadcasts were paced by the worker, per chat too
+            # Broadcasts were paced by the worker. A notice counts against its chat's limit as well as the
+            # overall one: ten receipts at once into one private chat would otherwise meet 429s and be lost.
+            await self.pacer.acquire(message.chat_id, _pacing_kind(message.chat_id))
         try:
             sent = await self.bot.send_message(
                 chat_id=_chat_id(message.chat_id),
-                text=render_telegram_html(message.title, message.text, message.footer),
+                text=render_telegram_html(message.title, message.text, message.footer, message.quoted),
                 parse_mode=ParseMode.HTML,
                 reply_markup=_keyboard(message),
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
@@ -149,7 +177,7 @@ class TelegramTransport:
             await self.bot.edit_message_text(
                 chat_id=_chat_id(ref.chat_id),
                 message_id=int(ref.message_id),
-                text=render_telegram_html(message.title, message.text, message.footer),
+                text=render_telegram_html(message.title, message.text, message.footer, message.quoted),
                 parse_mode=ParseMode.HTML,
                 reply_markup=_keyboard(message),
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
@@ -197,6 +225,12 @@ class TelegramTransport:
             return True
         return member.status == ChatMemberStatus.RESTRICTED and bool(member.can_send_messages)
 
+    async def leave(self, chat_id: str) -> None:
+        try:
+            await self.bot.leave_chat(_chat_id(chat_id))
+        except TelegramError as error:
+            log.info("telegram: could not leave a chat: %s", without_ids(_reason(error)))
+
     async def answer_press(self, token: str | None, text: str) -> None:
         if token is None:
             return
@@ -220,14 +254,29 @@ class TelegramTransport:
                 return [f"TELEGRAM_MODERATION_CHAT: chat {chat} not found (is the bot a member?)"]
             if not await self.can_post(chat):
                 return [f"TELEGRAM_MODERATION_CHAT: the bot can't post in chat {chat}"]
-            return []
+            public = await self.public_moderation_chat()
+            return [public] if public else []
         finally:
             await self.application.shutdown()
 
     async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Handed over without waiting for it to be handled: PTB takes updates one at a time, so waiting here
+        would put every sender behind the slowest (a flood). PTB confirms an update to Telegram when it fetches
+        it either way."""
         event = to_event(update)
         if event is not None and self._dispatch is not None:
-            await self._dispatch(event)
+            handled = asyncio.ensure_future(self._dispatch(event))
+            self._handling.add(handled)
+            handled.add_done_callback(self._handling.discard)
+
+
+class PublicModerationRoom(RuntimeError):
+    """The moderators' room can be read by anyone: the bot must not start."""
+
+
+def _pacing_kind(chat_id: str) -> str:
+    """Telegram's private chats have the user's (positive) id; groups and channels negative ids or @names."""
+    return "private" if chat_id.isdigit() else "group"
 
 
 def _chat_id(chat_id: str) -> int | str:
@@ -280,10 +329,28 @@ def to_event(update: Update) -> Event | None:
         status = change.new_chat_member.status
         active = status not in (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED)
         return MembershipChanged(_chat_ref(change.chat), active, "bot was removed" if not active else "")
+    if update.edited_message is not None:
+        return _edited(update.edited_message)
     message = update.message or update.channel_post
     if message is None:
         return None
     return _incoming(update.update_id, message)
+
+
+def _edited(message: Message) -> MessageEdited | None:
+    """A person's edit of a message they sent; channel posts (no author) and bots' own messages are not letters."""
+    if message.from_user is None or message.chat.type == ChatType.CHANNEL:
+        return None
+    at = message.edit_date or message.date
+    return MessageEdited(
+        event_id=f"edit:{message.chat_id}:{message.message_id}:{at.timestamp():.0f}",
+        chat=_chat_ref(message.chat),
+        sender=_user(message.from_user),
+        message_id=str(message.message_id),
+        text=message.text,
+        received_at=at.timestamp(),
+        length=utf16_len(message.text) if message.text else 0,
+    )
 
 
 def _incoming(update_id: int, message: Message) -> IncomingMessage:

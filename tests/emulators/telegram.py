@@ -575,6 +575,19 @@ class TelegramEmulator:
         self._notify()
         return update
 
+    def inject_raw_update(self, payload: dict[str, Any]) -> int:
+        """Queue ``payload`` for getUpdates as it is (for fuzzing); returns the update_id given to it.
+
+        Nothing is checked: fields may be missing or of the wrong type. The emulator assigns ``update_id``
+        (replacing one in ``payload``) because its own bookkeeping orders updates by it; ``allowed_updates`` is
+        not applied, the caller decides what arrives. Answering such an update fails the emulator's self-check,
+        so fuzz with ``self_check=False``.
+        """
+        update_id = next(self._ids["update"])
+        self._updates.append({**copy.deepcopy(payload), "update_id": update_id})
+        self._notify()
+        return update_id
+
     @property
     def pending_updates(self) -> list[dict[str, Any]]:
         """Updates not yet confirmed by the bot (a getUpdates offset past them)."""
@@ -767,6 +780,25 @@ class TelegramEmulator:
         message = self._store(target, sender, plain, entities, reply_to=replied)
         self._deliver(target, message)
         return copy.deepcopy(message)
+
+    def user_edits(self, user: UserLike, message_id: int, text: str, chat: ChatLike | None = None) -> dict[str, Any]:
+        """``user`` edits the text of their message ``message_id`` (in their private chat unless ``chat``); the
+        bot receives an ``edited_message`` update where it received the message."""
+        sender = self._user(user)
+        target = self._private_chat(sender) if chat is None else self._chat(chat)
+        message = self._message(target, message_id)
+        if message.get("from", {}).get("id") != sender["id"] or "text" not in message:
+            raise ValueError("people can edit only the text messages they sent")
+        plain, entities = _user_text(text)
+        message["text"] = plain
+        message.pop("entities", None)
+        _set_optional(message, "entities", entities)
+        edited = self._edited(message)
+        if target.type == "private" and message["chat"]["id"] not in self._blocked:
+            self._enqueue("edited_message", edited)
+        elif target.type != "private" and self._bot_sees(target, message):
+            self._enqueue("edited_message", edited)
+        return edited
 
     def channel_posts(self, chat: ChatLike, text: str) -> dict[str, Any]:
         """An administrator posts in a channel; the bot (a member) receives ``channel_post``."""
