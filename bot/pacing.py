@@ -89,6 +89,10 @@ class Pacer:
         # Measure the chat's interval from the moment it really sends.
         self._next_for_chat[chat_id] = max(self._next_for_chat[chat_id], self._last_sent + self.rates.interval(kind))
 
+    def chat_wait(self, chat_id: str) -> float:
+        """Seconds until this chat's next slot (0: now)."""
+        return max(0.0, self._next_for_chat.get(chat_id, 0.0) - self.clock())
+
     async def acquire_global(self) -> None:
         """A slot in the overall rate only, for the bot's own notices, replies and card edits: they count
         against the platform's limit too, so they must not squeeze past a broadcast."""

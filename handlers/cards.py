@@ -119,10 +119,7 @@ async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
             try:
                 ref = await ctx.network(room.platform).send(message)
             except DeliveryError as error:
-                log.error("letter #%d: card not posted on %s: %s", letter.id, room.platform, error.reason)
-                if error.retryable and attempt < CARD_ATTEMPTS:
-                    delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 300)
-                    ctx.scheduler.call_later(delay, lambda: _post_again(ctx, letter.id, attempt + 1))
+                _card_failed(ctx, letter.id, room, error, attempt)
                 break
             await ctx.repos.cards.add(Card(letter.id, ref.platform, ref.chat_id, ref.message_id, part, len(bodies)))
             added = True
@@ -141,6 +138,20 @@ async def _catch_up(ctx: Context, letter_id: int) -> None:
     decision = await ctx.repos.letters.deciding(letter_id)
     if decision is not None:
         await show_status(ctx, letter_id, decision_status(ctx, decision))
+
+
+def _card_failed(ctx: Context, letter_id: int, room: Room, error: DeliveryError, attempt: int) -> None:
+    """Try again later: after a passing failure (CARD_ATTEMPTS in all), or once the room's turn has come."""
+    if error.paced:
+        log.debug("letter #%d: a card on %s waits for the room's turn", letter_id, room.platform)
+    elif error.retryable and attempt < CARD_ATTEMPTS:
+        log.warning("letter #%d: card not posted on %s yet: %s", letter_id, room.platform, error.reason)
+    else:
+        log.error("letter #%d: card not posted on %s: %s", letter_id, room.platform, error.reason)
+    if error.retryable and (attempt < CARD_ATTEMPTS or error.paced):
+        delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 300)
+        again = attempt if error.paced else attempt + 1
+        ctx.scheduler.call_later(delay, lambda: _post_again(ctx, letter_id, again))
 
 
 async def _post_again(ctx: Context, letter_id: int, attempt: int) -> None:

@@ -74,15 +74,20 @@ NOTICE_ATTEMPTS = 6
 async def send(ctx: Context, platform: str, message: OutgoingMessage, attempt: int = 1) -> RemoteRef | None:
     """Send a notice; a failure is logged, not raised, so one unreachable chat never stops a handler.
 
-    A passing failure (429, 5xx, network) is tried again later from a timer, never by sleeping here.
+    A passing failure (429, 5xx, network) is tried again later from a timer, never by sleeping here; so is a
+    notice that must wait for its chat's turn, without using up an attempt.
     """
     try:
         return await ctx.network(platform).send(message)
     except DeliveryError as error:
-        log.warning("could not send a notice on %s: %s", platform, error.reason)
-        if error.retryable and attempt < NOTICE_ATTEMPTS:
+        if error.paced:
+            log.debug("a notice on %s waits for its chat's turn", platform)
+        else:
+            log.warning("could not send a notice on %s: %s", platform, error.reason)
+        if error.retryable and (attempt < NOTICE_ATTEMPTS or error.paced):
             delay = error.retry_after if error.retry_after is not None else 2.0**attempt
-            ctx.scheduler.call_later(delay, lambda: _resend(ctx, platform, message, attempt + 1))
+            again = attempt if error.paced else attempt + 1
+            ctx.scheduler.call_later(delay, lambda: _resend(ctx, platform, message, again))
         return None
 
 

@@ -254,3 +254,16 @@ def _messages(user_id: str, count: int) -> list:
     user = UserRef("telegram", user_id, user_id)
     chat = ChatRef("telegram", user_id, ChatKind.PRIVATE)
     return [IncomingMessage(f"{user_id}{n}", chat, user, "x", str(n), 0.0) for n in range(count)]
+
+
+async def test_a_notice_waiting_for_its_chats_turn_is_sent_later_and_never_given_up(world: World) -> None:
+    from handlers.ports import DeliveryError
+
+    # More waits than a notice has attempts: waiting for the chat's turn is not a failure.
+    world.network.failures = [DeliveryError("turn", retryable=True, retry_after=3, paced=True) for _ in range(8)]
+    await submit(world, "Hold on")
+    for _ in range(8):
+        world.clock.advance(3)
+        await world.scheduler.run_due()
+    assert any("#1 is with the moderators" in text for text in texts_in(world, "1"))
+    assert card(world, 1).message.quoted

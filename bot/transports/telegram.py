@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 MAX_TEXT = 4096
 POLL_TIMEOUT = timedelta(seconds=25)
+NOTICE_PATIENCE = 2.0  # seconds a notice may wait for its chat's turn inside a handler
 
 _KINDS = {
     ChatType.PRIVATE: ChatKind.PRIVATE,
@@ -155,6 +156,11 @@ class TelegramTransport:
         if self.pacer is not None and not message.broadcast:
             # Broadcasts were paced by the worker. A notice counts against its chat's limit as well as the
             # overall one: ten receipts at once into one private chat would otherwise meet 429s and be lost.
+            # A long wait (cards into a busy moderation group) is handed back rather than spent here, where it
+            # would hold up the handler and everyone queued behind it.
+            wait = self.pacer.chat_wait(message.chat_id)
+            if wait > NOTICE_PATIENCE:
+                raise DeliveryError(f"chat's turn in {wait:.0f} s", retryable=True, retry_after=wait, paced=True)
             await self.pacer.acquire(message.chat_id, _pacing_kind(message.chat_id))
         try:
             sent = await self.bot.send_message(
