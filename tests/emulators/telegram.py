@@ -794,9 +794,8 @@ class TelegramEmulator:
         message.pop("entities", None)
         _set_optional(message, "entities", entities)
         edited = self._edited(message)
-        if target.type == "private" and message["chat"]["id"] not in self._blocked:
-            self._enqueue("edited_message", edited)
-        elif target.type != "private" and self._bot_sees(target, message):
+        private = target.type == "private"
+        if (message["chat"]["id"] not in self._blocked) if private else self._bot_sees(target, message):
             self._enqueue("edited_message", edited)
         return edited
 
