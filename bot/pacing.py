@@ -86,8 +86,10 @@ class Pacer:
         while (gap := self._last_sent + spacing - self.clock()) > 0:
             await self.sleep(gap)
         self._last_sent = self.clock()
-        # Measure the chat's interval from the moment it really sends.
-        self._next_for_chat[chat_id] = max(self._next_for_chat[chat_id], self._last_sent + self.rates.interval(kind))
+        # Measure the chat's interval from the moment it really sends. (forget_idle may have dropped the chat
+        # while this send waited for its global slot.)
+        self._next_for_chat[chat_id] = max(self._next_for_chat.get(chat_id, 0.0),
+                                           self._last_sent + self.rates.interval(kind))
 
     def chat_wait(self, chat_id: str) -> float:
         """Seconds until this chat's next slot (0: now)."""

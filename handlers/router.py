@@ -90,7 +90,7 @@ async def _message(ctx: Context, message: IncomingMessage) -> None:
         return  # `/cmd@otherbot`: for another bot
     if ctx.is_moderation_room(message.chat.platform, message.chat.chat_id):
         await _moderation_room(ctx, message, command)
-    elif message.chat.kind == ChatKind.PRIVATE:
+    elif message.chat.kind == ChatKind.PRIVATE and message.sender is not None:
         await _private(ctx, message, command)
     elif command is not None:
         await _subscriber_chat(ctx, message, command)

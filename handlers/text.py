@@ -42,6 +42,20 @@ _MENTION = re.compile(r"(?<![\w.@])@(?=[A-Za-z0-9_])")
 WORD_JOINER = "\u2060"
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """Lone surrogates (only a broken or hostile client sends them; JSON can carry them as `\\ud800`) become
+    U+FFFD: they cannot be stored, hashed or sent on."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def is_clean_id(value: object, longest: int = 255) -> bool:
+    """An identifier the bot can store and send back: a non-empty string of valid Unicode, not absurdly long."""
+    return isinstance(value, str) and 0 < len(value) <= longest and not _LONE_SURROGATE.search(value)
+
+
 def clean_text(text: str) -> str:
     """A letter's text as stored: without what could hide or disguise text, then stripped.
 

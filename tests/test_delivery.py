@@ -151,3 +151,24 @@ async def test_retry_after_pauses_only_that_chat() -> None:
     assert time.now == 0.0
     await pacer.acquire("person", "private")
     assert time.now == 30.0
+
+
+async def test_forgetting_idle_chats_while_a_notice_waits_for_its_slot() -> None:
+    """Notices acquire slots beside the worker, which forgets idle chats between broadcasts."""
+    now = [0.0]
+    gate = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await gate.wait()  # the send waits here until the test has forgotten its chat
+        now[0] += seconds
+
+    pacer = Pacer(Rates(per_second=1, private_interval=1.0, group_interval=3.0, channel_interval=3.0),
+                  clock=lambda: now[0], sleep=sleep)
+    await pacer.acquire("first", "private")
+    waiting = asyncio.ensure_future(pacer.acquire("person", "private"))  # waits for the next global slot
+    await asyncio.sleep(0)
+    now[0] = 5.0
+    pacer.forget_idle()  # the person's own slot is in the past now: dropped while the send still waits
+    gate.set()
+    await waiting  # and the send goes out, its chat's next slot measured from it
+    assert pacer.chat_wait("person") == 1.0

@@ -62,6 +62,7 @@ from handlers.events import (
 )
 from handlers.loggable import without_ids
 from handlers.ports import DeliveryError, Dispatch
+from handlers.text import is_clean_id, valid_unicode
 
 log = logging.getLogger(__name__)
 
@@ -256,15 +257,24 @@ class MatrixTransport:
             await self.state.put("matrix.next_batch", token)
 
     async def _handle_sync(self, response: SyncResponse) -> None:
+        """Every room and event on its own: one that cannot be read (a malformed id, an odd field) is skipped,
+        with its error type logged, and never ends the sync loop."""
         for room_id in response.rooms.invite:
-            await self._accept(room_id)
+            if _guarded(room_id):
+                await self._accept(room_id)
         for room_id, info in response.rooms.leave.items():
-            reason = _removal_reason(info.timeline.events, self.client.user_id)
-            self._kinds.pop(room_id, None)
-            await self._emit(MembershipChanged(ChatRef(PLATFORM, room_id, ChatKind.GROUP), False, reason))
+            if _guarded(room_id):
+                reason = _removal_reason(info.timeline.events, self.client.user_id)
+                self._kinds.pop(room_id, None)
+                await self._emit(MembershipChanged(ChatRef(PLATFORM, room_id, ChatKind.GROUP), False, reason))
         for room_id, info in response.rooms.join.items():
+            if not _guarded(room_id):
+                continue
             for event in info.timeline.events:
-                await self._on_event(room_id, event)
+                try:
+                    await self._on_event(room_id, event)
+                except Exception as error:
+                    log.warning("matrix: an event could not be read (%s) and was skipped", type(error).__name__)
         # The batch counts as handled (and its sync token may be stored) once every event of it is.
         handling, self._handling = self._handling, []
         await asyncio.gather(*handling)
@@ -273,7 +283,8 @@ class MatrixTransport:
         if isinstance(event, RoomMemberEvent):
             self._kinds.pop(room_id, None)  # membership changed: a DM may have become a group
             return
-        if getattr(event, "sender", None) == self.client.user_id:
+        sender, event_id = getattr(event, "sender", None), getattr(event, "event_id", None)
+        if sender == self.client.user_id or not (is_clean_id(sender) and is_clean_id(event_id)):
             return
         if isinstance(event, ReactionEvent):
             await self._emit(await self._press(room_id, event))
@@ -295,7 +306,7 @@ class MatrixTransport:
             self._handling.append(asyncio.ensure_future(self._dispatch(event)))
 
     async def _incoming(self, room_id: str, event: RoomMessage) -> IncomingMessage:
-        text = event.body if isinstance(event, RoomMessageText) and isinstance(event.body, str) else None
+        text = valid_unicode(event.body) if isinstance(event, RoomMessageText) and isinstance(event.body, str) else None
         return IncomingMessage(
             event_id=event.event_id,
             chat=await self._chat(room_id),
@@ -313,11 +324,11 @@ class MatrixTransport:
         content = event.source.get("content", {})
         original = content.get("m.relates_to", {}).get("event_id")
         new_content = content.get("m.new_content")
-        if not isinstance(original, str) or not isinstance(new_content, dict):
+        if not is_clean_id(original) or not isinstance(new_content, dict):
             return None
         body = new_content.get("body")
         textual = new_content.get("msgtype") in ("m.text", "m.notice", "m.emote") and isinstance(body, str)
-        text = body if textual else None
+        text = valid_unicode(body) if textual else None
         return MessageEdited(
             event_id=event.event_id,
             chat=await self._chat(room_id),
@@ -329,7 +340,7 @@ class MatrixTransport:
         )
 
     async def _deleted(self, room_id: str, event: RedactionEvent) -> MessageDeleted | None:
-        if not isinstance(event.redacts, str):
+        if not is_clean_id(event.redacts):
             return None
         return MessageDeleted(
             event_id=event.event_id,
@@ -338,13 +349,15 @@ class MatrixTransport:
             message_id=event.redacts,
         )
 
-    async def _press(self, room_id: str, event: ReactionEvent) -> ActionPressed:
+    async def _press(self, room_id: str, event: ReactionEvent) -> ActionPressed | None:
+        if not is_clean_id(event.reacts_to) or not isinstance(event.key, str):
+            return None
         return ActionPressed(
             event_id=event.event_id,
             chat=await self._chat(room_id),
             user=await self._user(room_id, event.sender),
             message=RemoteRef(PLATFORM, room_id, event.reacts_to),
-            data=f"react:{event.key}",
+            data=f"react:{valid_unicode(event.key)}",
         )
 
     # --- neutral replies -------------------------------------------------------------------------------
@@ -576,6 +589,14 @@ class MatrixTransport:
                 self._creators_cache[room_id] = creators
             return creators
         return self._creators_cache[room_id]
+
+
+def _guarded(room_id: object) -> bool:
+    """A room id the bot can ask about and store (a lone surrogate would fail in every URL and in SQLite)."""
+    if is_clean_id(room_id):
+        return True
+    log.warning("matrix: a room with a malformed id was skipped")
+    return False
 
 
 def _is_edit(event: RoomMessage) -> bool:

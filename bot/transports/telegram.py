@@ -25,10 +25,12 @@ from telegram import (
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.request import HTTPXRequest
 
 from bot.config import TelegramSettings
 from bot.markup import render_telegram_html
 from bot.pacing import Pacer
+from bot.transports.telegram_updates import TolerantBot
 from handlers.events import (
     ActionPressed,
     ChatKind,
@@ -44,7 +46,7 @@ from handlers.events import (
 )
 from handlers.loggable import without_ids
 from handlers.ports import DeliveryError, Dispatch
-from handlers.text import defuse_mentions, utf16_len
+from handlers.text import defuse_mentions, utf16_len, valid_unicode
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +71,14 @@ class TelegramTransport:
 
     def __init__(self, settings: TelegramSettings, pacer: Pacer | None = None, connection_pool_size: int = 16) -> None:
         self.settings = settings
-        self.application: Application = (
-            ApplicationBuilder()
-            .token(settings.token)
-            .base_url(f"{settings.api_url}/bot")
-            .base_file_url(f"{settings.api_url}/file/bot")
-            .connection_pool_size(connection_pool_size)
-            .pool_timeout(30)
-            .build()
+        bot = TolerantBot(
+            token=settings.token,
+            base_url=f"{settings.api_url}/bot",
+            base_file_url=f"{settings.api_url}/file/bot",
+            request=HTTPXRequest(connection_pool_size=connection_pool_size, pool_timeout=30),
+            get_updates_request=HTTPXRequest(connection_pool_size=1),
         )
+        self.application: Application = ApplicationBuilder().bot(bot).build()
         self._dispatch: Dispatch | None = None
         self._handling: set[asyncio.Future[None]] = set()
         self._bot_id: int | None = None
@@ -269,7 +270,11 @@ class TelegramTransport:
         """Handed over without waiting for it to be handled: PTB takes updates one at a time, so waiting here
         would put every sender behind the slowest (a flood). PTB confirms an update to Telegram when it fetches
         it either way."""
-        event = to_event(update)
+        try:
+            event = to_event(update)
+        except Exception as error:  # a layout the transport does not know: that update only is lost
+            log.warning("telegram: update %d could not be read (%s)", update.update_id, type(error).__name__)
+            return
         if event is not None and self._dispatch is not None:
             handled = asyncio.ensure_future(self._dispatch(event))
             self._handling.add(handled)
@@ -332,6 +337,8 @@ def to_event(update: Update) -> Event | None:
         return _press(update.callback_query)
     if update.my_chat_member is not None:
         change = update.my_chat_member
+        if change.new_chat_member is None:
+            return None
         status = change.new_chat_member.status
         active = status not in (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED)
         return MembershipChanged(_chat_ref(change.chat), active, "bot was removed" if not active else "")
@@ -353,14 +360,14 @@ def _edited(message: Message) -> MessageEdited | None:
         chat=_chat_ref(message.chat),
         sender=_user(message.from_user),
         message_id=str(message.message_id),
-        text=message.text,
+        text=_text(message.text),
         received_at=at.timestamp(),
         length=utf16_len(message.text) if message.text else 0,
     )
 
 
 def _incoming(update_id: int, message: Message) -> IncomingMessage:
-    text = message.text
+    text = _text(message.text)
     content_kind = "text" if text is not None else _content_kind(message)
     return IncomingMessage(
         event_id=f"message:{message.chat_id}:{message.message_id}",
@@ -384,7 +391,7 @@ def _content_kind(message: Message) -> str:
 
 def _press(query: CallbackQuery) -> ActionPressed | None:
     message = query.message
-    if message is None or query.data is None:
+    if message is None or not isinstance(query.data, str) or query.from_user is None:
         return None
     return ActionPressed(
         event_id=f"callback:{query.id}",
@@ -396,12 +403,17 @@ def _press(query: CallbackQuery) -> ActionPressed | None:
     )
 
 
+def _text(text: str | None) -> str | None:
+    return valid_unicode(text) if isinstance(text, str) else None
+
+
 def _chat_ref(chat: TgChat) -> ChatRef:
     # A private chat's title would be a person's name: keep it out of storage and reports.
     title = None if chat.type == ChatType.PRIVATE else chat.title or (f"@{chat.username}" if chat.username else None)
-    return ChatRef(PLATFORM, str(chat.id), _KINDS.get(chat.type, ChatKind.GROUP), title)
+    return ChatRef(PLATFORM, str(chat.id), _KINDS.get(chat.type, ChatKind.GROUP), _text(title))
 
 
 def _user(user) -> UserRef:
     name = user.full_name or (f"@{user.username}" if user.username else str(user.id))
-    return UserRef(PLATFORM, str(user.id), name, user.language_code)
+    language = user.language_code if isinstance(user.language_code, str) and user.language_code.isascii() else None
+    return UserRef(PLATFORM, str(user.id), _text(name) or str(user.id), language)
