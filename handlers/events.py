@@ -101,9 +101,13 @@ class ActionPressed:
     token: str | None = None  # what the transport needs to answer the press (Telegram's callback query id)
 
 
+INVITED = "invited"  # MembershipChanged.reason of a room joined on someone's invitation
+
+
 @dataclass(frozen=True)
 class MembershipChanged:
-    """The bot was removed from a chat, or joined one on someone's invitation (`active`)."""
+    """The bot was removed from a chat, or joined one (`active`): on someone's invitation (reason INVITED, where
+    the network lets anyone invite the bot: Matrix), or added by a chat's administrator (Telegram)."""
 
     chat: ChatRef
     active: bool

@@ -8,16 +8,20 @@ from __future__ import annotations
 import logging
 
 from handlers.context import Context
-from handlers.events import ChatKind, MembershipChanged
+from handlers.events import INVITED, ChatKind, MembershipChanged
 
 log = logging.getLogger(__name__)
 
 PROBATION = 3600.0
 
 
-async def invited(ctx: Context, event: MembershipChanged) -> None:
-    """A direct chat is of use at once (and its id, a trace of a person, is not kept here)."""
-    if event.chat.kind != ChatKind.PRIVATE and not ctx.is_moderation_room(event.chat.platform, event.chat.chat_id):
+async def joined(ctx: Context, event: MembershipChanged) -> None:
+    """A room joined on anyone's invitation goes on probation; a direct chat is of use at once (and its id, a
+    trace of a person, is not kept here). A Telegram group or channel the bot was added to by its administrator
+    is not: a moderator may subscribe it days later."""
+    if event.reason != INVITED or event.chat.kind == ChatKind.PRIVATE:
+        return
+    if not ctx.is_moderation_room(event.chat.platform, event.chat.chat_id):
         await ctx.repos.rooms.joined(event.chat.platform, event.chat.chat_id, ctx.clock.now())
 
 

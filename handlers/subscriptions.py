@@ -162,7 +162,7 @@ async def membership_changed(ctx: Context, event: MembershipChanged) -> None:
     """The bot was removed from a chat: its subscription ends at once, with the reason kept. A room it was
     invited to is on probation for an hour (handlers/rooms.py)."""
     if event.active:
-        await rooms.invited(ctx, event)
+        await rooms.joined(ctx, event)
         return
     subscription = await ctx.repos.subscriptions.find(event.chat.platform, event.chat.chat_id)
     if subscription is not None:

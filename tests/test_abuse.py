@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import replace
 
 from handlers import rooms
-from handlers.events import ChatKind, ChatRef, MembershipChanged, MessageDeleted, MessageEdited
+from handlers.events import INVITED, ChatKind, ChatRef, MembershipChanged, MessageDeleted, MessageEdited
 from handlers.router import dispatch
 from handlers.text import clean_text
 from tests.conftest import MODS, World
@@ -194,9 +194,11 @@ async def test_rooms_of_no_use_are_left_after_an_hour(world: World) -> None:
     idle = ChatRef("telegram", "-7", ChatKind.GROUP, "Parking lot")
     subscribed = ChatRef("telegram", "-8", ChatKind.GROUP, "Readers")
     direct = ChatRef("telegram", "33", ChatKind.PRIVATE)
+    added = ChatRef("telegram", "-9", ChatKind.CHANNEL, "Added by its admin")
     for chat in (idle, subscribed, direct):
         world.network.add_chat(chat.chat_id, chat.kind, chat.title)
-        await dispatch(MembershipChanged(chat, True, "invited"), world.ctx)
+        await dispatch(MembershipChanged(chat, True, INVITED), world.ctx)
+    await dispatch(MembershipChanged(added, True, ""), world.ctx)  # not on probation: subscribed days later
     await world.ctx.repos.subscriptions.subscribe("telegram", "-8", "group", "Readers", "en", world.clock.now())
     assert await rooms.leave_idle(world.ctx) == 0  # within the hour
     world.clock.advance(3601)

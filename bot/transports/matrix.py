@@ -47,6 +47,7 @@ from nio.responses import RoomEventRelationsResponse
 from bot.config import MatrixSettings
 from bot.files import PrivateFile
 from handlers.events import (
+    INVITED,
     ActionPressed,
     ChatKind,
     ChatRef,
@@ -298,7 +299,7 @@ class MatrixTransport:
     async def _accept(self, room_id: str) -> None:
         """Invitations are accepted from anyone; the room is on probation until it proves of use."""
         if await self._join(room_id) is not None:
-            await self._emit(MembershipChanged(await self._chat(room_id), True, "invited"))
+            await self._emit(MembershipChanged(await self._chat(room_id), True, INVITED))
 
     async def _emit(self, event: Event | None) -> None:
         """Into the bot's intake, where senders take turns; the sync loop waits for the batch, not each event."""
