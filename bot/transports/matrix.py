@@ -311,7 +311,8 @@ class MatrixTransport:
         return IncomingMessage(
             event_id=event.event_id,
             chat=await self._chat(room_id),
-            sender=await self._user(room_id, event.sender),
+            # A moderator's name is shown with what they decide: looked up for a command, not for chatter.
+            sender=await self._user(room_id, event.sender, named=(text or "").startswith(self.command_prefix)),
             text=text,
             message_id=event.event_id,
             received_at=event.server_timestamp / 1000,
@@ -356,7 +357,7 @@ class MatrixTransport:
         return ActionPressed(
             event_id=event.event_id,
             chat=await self._chat(room_id),
-            user=await self._user(room_id, event.sender),
+            user=await self._user(room_id, event.sender, named=True),
             message=RemoteRef(PLATFORM, room_id, event.reacts_to),
             data=f"react:{valid_unicode(event.key)}",
         )
@@ -559,11 +560,11 @@ class MatrixTransport:
             return {}
         return {member.user_id: member.display_name or member.user_id for member in response.members}
 
-    async def _user(self, room_id: str, user_id: str) -> UserRef:
-        """The display name is looked up only where it is shown (moderators' names on decisions): a supporter's
-        is never used, and looking it up for every message in every room would cost a request each."""
+    async def _user(self, room_id: str, user_id: str, named: bool = False) -> UserRef:
+        """The display name is looked up only where it is shown (a moderator's name on a decision): a
+        supporter's is never used, and looking it up for every message would cost a request each."""
         name = user_id.split(":")[0].lstrip("@")
-        if room_id == self.moderation_room_id:
+        if named and room_id == self.moderation_room_id:
             displayname = (await self._state(room_id, "m.room.member", user_id)).get("displayname")
             name = displayname if isinstance(displayname, str) and displayname else name
         return UserRef(PLATFORM, user_id, name, None)
