@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from handlers.common import gettext_for, send
+from handlers.common import gettext_for, retry_of, send
 from handlers.context import Context, Room
 from handlers.events import Action, OutgoingMessage, RemoteRef
 from handlers.ports import DeliveryError
@@ -148,9 +148,9 @@ def _card_failed(ctx: Context, letter_id: int, room: Room, error: DeliveryError,
         log.warning("letter #%d: card not posted on %s yet: %s", letter_id, room.platform, error.reason)
     else:
         log.error("letter #%d: card not posted on %s: %s", letter_id, room.platform, error.reason)
-    if error.retryable and (attempt < CARD_ATTEMPTS or error.paced):
-        delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 300)
-        again = attempt if error.paced else attempt + 1
+    retry = retry_of(error, attempt, CARD_ATTEMPTS)
+    if retry is not None:
+        delay, again = retry
         ctx.scheduler.call_later(delay, lambda: _post_again(ctx, letter_id, again))
 
 

@@ -84,11 +84,22 @@ async def send(ctx: Context, platform: str, message: OutgoingMessage, attempt: i
             log.debug("a notice on %s waits for its chat's turn", platform)
         else:
             log.warning("could not send a notice on %s: %s", platform, error.reason)
-        if error.retryable and (attempt < NOTICE_ATTEMPTS or error.paced):
-            delay = error.retry_after if error.retry_after is not None else 2.0**attempt
-            again = attempt if error.paced else attempt + 1
+        retry = retry_of(error, attempt, NOTICE_ATTEMPTS)
+        if retry is not None:
+            delay, again = retry
             ctx.scheduler.call_later(delay, lambda: _resend(ctx, platform, message, again))
         return None
+
+
+def retry_of(error: DeliveryError, attempt: int, attempts: int) -> tuple[float, int] | None:
+    """(delay, next attempt) for a notice or card that failed at `attempt` of `attempts`; None: given up.
+
+    Waiting for the chat's turn (`paced`) is no failure: it uses up no attempt and never gives up.
+    """
+    if not error.retryable or (attempt >= attempts and not error.paced):
+        return None
+    delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 300)
+    return delay, attempt if error.paced else attempt + 1
 
 
 async def _resend(ctx: Context, platform: str, message: OutgoingMessage, attempt: int) -> None:

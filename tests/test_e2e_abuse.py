@@ -8,19 +8,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from bot.app import Relay, StartupError
 from bot.config import Settings
 from handlers import rooms
+from tests import test_e2e_matrix
 from tests.emulators.telegram import TelegramEmulator
 from tests.homeserver import Homeserver, fresh_name
 from tests.matrix_people import direct_room, text_body
-from tests.test_e2e_matrix import FAST, Room, _until_joined, make_room
+from tests.test_e2e_matrix import FAST, Room, _until_joined
 
 pytest_plugins = ("tests.synapse_fixtures",)
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -31,15 +30,7 @@ TOKEN = "123456:TEST-relay-token"
 
 # --- Matrix --------------------------------------------------------------------------------------------------
 
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def room(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[Room]:
-    scene = await make_room(homeserver, tmp_path)
-    try:
-        yield scene
-    finally:
-        while scene.relays:
-            await scene.stop_bot()
+room = test_e2e_matrix.room  # the same scene as the other Matrix tests: bot, moderators, a supporter
 
 
 async def test_matrix_letter_beginning_with_a_bang_is_a_letter(room: Room) -> None:
@@ -52,10 +43,7 @@ async def test_matrix_letter_beginning_with_a_bang_is_a_letter(room: Room) -> No
 
 async def test_matrix_edit_changes_a_pending_letter_and_not_a_decided_one(room: Room) -> None:
     await room.start_bot()
-    dm = await direct_room(room.alice, room.bot_user)
-    original = await room.alice.send_text(dm, "Signed: Alicia Pérez, Calle 5, Rosario")
-    await room.alice.wait_for_text(dm, room.bot_user, r"#1\b")
-    await room.card(1)
+    dm, original = await room.sent_by_alice("Signed: Alicia Pérez, Calle 5, Rosario", 1)
     await room.alice.edit(dm, original, "Signed: A.")
     await room.mo.wait_for_text(room.mods, room.bot_user, r"edited by the sender")
     card = await room.card(1)
@@ -71,10 +59,7 @@ async def test_matrix_edit_changes_a_pending_letter_and_not_a_decided_one(room: 
 
 async def test_matrix_redaction_withdraws_a_pending_letter(room: Room) -> None:
     await room.start_bot()
-    dm = await direct_room(room.alice, room.bot_user)
-    sent = await room.alice.send_text(dm, "I should not have written this")
-    await room.alice.wait_for_text(dm, room.bot_user, r"#1\b")
-    await room.card(1)
+    dm, sent = await room.sent_by_alice("I should not have written this", 1)
     await room.alice.redact(dm, sent)
     await room.alice.wait_for_text(dm, room.bot_user, "#1 is withdrawn")
     await room.mo.wait_for_text(room.mods, room.bot_user, "withdrawn by its sender")

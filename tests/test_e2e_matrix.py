@@ -70,10 +70,16 @@ class Room:
         raise AssertionError(f"card #{number} vanished")
 
     async def letter_from_alice(self, text: str, number: int) -> tuple[str, dict[str, Any]]:
-        dm = await direct_room(self.alice, self.bot_user)
-        await self.alice.send_text(dm, text)
-        await self.alice.wait_for_text(dm, self.bot_user, rf"#{number}\b")
+        dm, _sent = await self.sent_by_alice(text, number)
         return dm, await self.card(number)
+
+    async def sent_by_alice(self, text: str, number: int) -> tuple[str, str]:
+        """Alice's letter, receipted and carded: her direct room and the id of the event she sent."""
+        dm = await direct_room(self.alice, self.bot_user)
+        sent = await self.alice.send_text(dm, text)
+        await self.alice.wait_for_text(dm, self.bot_user, rf"#{number}\b")
+        await self.card(number)
+        return dm, sent
 
     async def subscriber_room(self, admin: Person, language: str) -> str:
         room_id = await admin.create_room(name=fresh_name("Subscribers"), invite=[self.bot_user])

@@ -532,14 +532,13 @@ class MatrixTransport:
         room_id = await self._resolve(room)
         if room_id is None:
             return None
-        room = room_id
-        response = await self.client.join(room)
+        response = await self.client.join(room_id)
         if isinstance(response, ErrorResponse):
             # The room may be a supporter's direct chat, and Synapse's message may name people: DEBUG only.
             log.info("matrix: cannot join a room (%s)", response.status_code or "no error code")
-            log.debug("matrix: cannot join %s: %s", room, response.message)
+            log.debug("matrix: cannot join %s: %s", room_id, response.message)
             return None
-        return room
+        return room_id
 
     async def _chat(self, room_id: str) -> ChatRef:
         return ChatRef(PLATFORM, room_id, await self._kind(room_id))
