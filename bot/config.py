@@ -40,6 +40,7 @@ class MatrixSettings:
     password: str | None
     access_token: str | None
     moderation_room: str
+    encryption: bool = True
 
     def __repr__(self) -> str:
         return f"MatrixSettings(homeserver={self.homeserver!r}, user={self.user!r})"
@@ -127,6 +128,7 @@ def _matrix(reader: _Reader) -> MatrixSettings | None:
         password=password,
         access_token=access_token,
         moderation_room=reader.required("MATRIX_MODERATION_ROOM"),
+        encryption=reader.flag("MATRIX_ENCRYPTION", True),
     )
 
 

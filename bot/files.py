@@ -57,6 +57,13 @@ def tighten(database: Path) -> int:
     return changed
 
 
+def keep_private(folder: Path) -> None:
+    """What a library has just created in `folder` (nio's crypto store, with the process's umask), made private
+    at once and without a log line: it is new, nobody had the time to read it."""
+    for path in folder.rglob("*"):
+        _restrict(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
+
+
 def _restrict(path: Path, wanted: int) -> int:
     try:
         mode = stat.S_IMODE(path.lstat().st_mode)

@@ -101,6 +101,10 @@ class ActionPressed:
     token: str | None = None  # what the transport needs to answer the press (Telegram's callback query id)
 
 
+# IncomingMessage.content_kind of a message nobody can read: its keys never came (UNDECRYPTABLE), or the bot
+# takes no part in encrypted rooms (ENCRYPTED). The sender is answered either way, never left in silence.
+UNDECRYPTABLE = "undecryptable"
+ENCRYPTED = "encrypted"
 INVITED = "invited"  # MembershipChanged.reason of a room joined on someone's invitation
 
 

@@ -9,6 +9,8 @@ from handlers import editing, moderation, privacy, submission, subscriptions
 from handlers.common import Command, parse_command, refuse_outside
 from handlers.context import Context, Network
 from handlers.events import (
+    ENCRYPTED,
+    UNDECRYPTABLE,
     ActionPressed,
     ChatKind,
     Event,
@@ -83,6 +85,9 @@ async def dispatch(event: Event, ctx: Context) -> None:
 
 
 async def _message(ctx: Context, message: IncomingMessage) -> None:
+    if message.content_kind in (UNDECRYPTABLE, ENCRYPTED):
+        await _unreadable(ctx, message)
+        return
     # Parsed before anything is looked up, so that chatter in a big room costs nothing.
     network = ctx.network(message.chat.platform)
     command = parse_command(message.text, network.command_prefix, addressable=network.bot_username is not None)
@@ -94,6 +99,14 @@ async def _message(ctx: Context, message: IncomingMessage) -> None:
         await _private(ctx, message, command)
     elif command is not None:
         await _subscriber_chat(ctx, message, command)
+
+
+async def _unreadable(ctx: Context, message: IncomingMessage) -> None:
+    """Where the bot reads every message (a private chat, the moderation room), one it could not decrypt is
+    answered: it may have been a letter or a decision."""
+    private = message.chat.kind == ChatKind.PRIVATE and message.sender is not None
+    if private or ctx.is_moderation_room(message.chat.platform, message.chat.chat_id):
+        await submission.unreadable(ctx, message)
 
 
 async def _private(ctx: Context, message: IncomingMessage, command: Command | None) -> None:

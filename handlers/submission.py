@@ -8,7 +8,7 @@ import logging
 from handlers import cards, editing, privacy
 from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply, send
 from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
-from handlers.events import ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
+from handlers.events import UNDECRYPTABLE, ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
 from handlers.text import clean_text
 from storage.letters import (
     APPROVED,
@@ -82,6 +82,18 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
         ctx.scheduler.call_later(ctx.policy.letter_join_seconds, lambda: announce_when_complete(ctx, stored.id))
     else:
         await announce(ctx, stored.id)
+
+
+async def unreadable(ctx: Context, message: IncomingMessage) -> None:
+    """An encrypted message the bot could not read. Keys that never came are answered every time (each such
+    message was lost); a bot without encryption says so once an hour, like any refusal."""
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    if message.content_kind == UNDECRYPTABLE:
+        await reply(ctx, message.chat, _("I could not decrypt your message. Please send it again."))
+        return
+    await _refuse(ctx, message, "encrypted", _(
+        "This chat is end-to-end encrypted, and I cannot read encrypted messages. "
+        "Please write to me in a chat without encryption."))
 
 
 async def _store(ctx: Context, message: IncomingMessage, part: NewPart) -> Growing | None:

@@ -39,6 +39,7 @@ class Room:
     database: Path
     relays: list[Relay] = field(default_factory=list)
     telegram: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # further settings, e.g. MATRIX_ENCRYPTION
 
     def settings(self) -> Settings:
         return Settings.from_env({
@@ -50,6 +51,7 @@ class Room:
             "LETTER_JOIN_SECONDS": "1",
             "TRANSLATOR": "none",
             **self.telegram,
+            **self.env,
         })
 
     async def start_bot(self) -> Relay:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
-from handlers.events import ActionPressed, ChatKind, ChatRef, RemoteRef, Role
+from handlers.events import ENCRYPTED, UNDECRYPTABLE, ActionPressed, ChatKind, ChatRef, RemoteRef, Role
 from handlers.router import dispatch
 from tests.conftest import MODS, World
 
@@ -256,3 +257,26 @@ async def test_press_on_a_stale_button_is_answered(world: World) -> None:
     event = ActionPressed("p1", world.mods, world.moderator, RemoteRef("telegram", MODS, "77"), "bogus", "t1")
     await dispatch(event, world.ctx)
     assert "no longer valid" in world.network.press_answers[-1][1]
+
+
+async def test_unreadable_encrypted_messages_are_answered_where_the_bot_reads(world: World) -> None:
+    """An encrypted message whose keys never came is answered each time in a private chat and in the moderation
+    room (it may have been a letter or a decision); a bot without encryption says so once an hour; in another
+    group such a message is nobody's business."""
+    user = world.user("1")
+    lost = replace(world.message(world.private(user), user, None), content_kind=UNDECRYPTABLE)
+    await dispatch(lost, world.ctx)
+    await dispatch(replace(lost, event_id="again", message_id="again"), world.ctx)
+    assert texts_in(world, "1") == ["I could not decrypt your message. Please send it again."] * 2
+    mods_message = replace(world.message(world.mods, world.user("900", "Mo"), None), content_kind=UNDECRYPTABLE)
+    await dispatch(mods_message, world.ctx)
+    assert texts_in(world, MODS) == ["I could not decrypt your message. Please send it again."]
+    other_group = ChatRef("telegram", "-100777", ChatKind.GROUP)
+    await dispatch(replace(world.message(other_group, user, None), content_kind=UNDECRYPTABLE), world.ctx)
+    assert texts_in(world, "-100777") == []
+
+    plain_bot = replace(world.message(world.private(world.user("2")), world.user("2"), None), content_kind=ENCRYPTED)
+    await dispatch(plain_bot, world.ctx)
+    await dispatch(replace(plain_bot, event_id="twice", message_id="twice"), world.ctx)
+    assert len(texts_in(world, "2")) == 1 and "chat without encryption" in texts_in(world, "2")[0]
+    assert await world.ctx.repos.letters.get(1) is None

@@ -2,16 +2,21 @@
 
 The sync token is stored after each batch is handled, so a restart neither replays nor misses events. The
 session (device id, access token) is kept too: a stable device keeps transaction ids meaningful across restarts,
-which is what makes a retried send impossible to duplicate, and the E2EE work later needs the same device.
+which is what makes a retried send impossible to duplicate, and keeps the device's keys and Olm sessions (in nio's
+store beside the session file) valid. Encrypted rooms are read and written through nio's Olm machine
+(`matrix_crypto`); with encryption off or unavailable they are refused, and the people in them told in plain text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import html
 import json
 import logging
+import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -25,6 +30,7 @@ from nio import (
     ErrorResponse,
     JoinedMembersResponse,
     LoginResponse,
+    MegolmEvent,
     MessageDirection,
     ReactionEvent,
     RedactionEvent,
@@ -38,16 +44,21 @@ from nio import (
     RoomResolveAliasResponse,
     RoomSendResponse,
     SyncResponse,
+    UnknownEncryptedEvent,
 )
 
 # Not exported by the package (0.26), though AsyncClient.room_get_event_relations itself uses them.
 from nio.api import RelationshipType
+from nio.exceptions import EncryptionError, LocalProtocolError, OlmUnverifiedDeviceError, SendRetryError
 from nio.responses import RoomEventRelationsResponse
 
 from bot.config import MatrixSettings
-from bot.files import PrivateFile
+from bot.files import PrivateFile, keep_private
+from bot.transports.matrix_crypto import KeyChores, Undecrypted, encryption_unavailable, fingerprint
 from handlers.events import (
+    ENCRYPTED,
     INVITED,
+    UNDECRYPTABLE,
     ActionPressed,
     ChatKind,
     ChatRef,
@@ -68,11 +79,14 @@ from handlers.text import is_clean_id, valid_unicode
 log = logging.getLogger(__name__)
 
 PLATFORM = "matrix"
-# An event may be 65,536 bytes of JSON with the server's own fields; what the bot sends stays under 60,000.
+# An event may be 65,536 bytes of JSON with the server's own fields; what the bot sends stays under 60,000, and
+# under 63,500 once encrypted (the ciphertext is base64: 4/3 of the plain event, and the text is in it once).
 MAX_EVENT_BYTES = 60_000
+MAX_ENCRYPTED_EVENT_BYTES = 63_500
 # A text's share of that, measured as sent (text_length): an edit carries the text twice (the new content and
-# its fallback), each as `body` and `formatted_body`; the rest is left to titles, footers and the envelope.
-MAX_TEXT_BYTES = 27_000
+# its fallback), each as `body` and `formatted_body`; encrypted, that grows by a third; the rest is left to
+# titles, footers and the envelope.
+MAX_TEXT_BYTES = 22_000
 SYNC_TIMEOUT_MS = 30_000
 ADMIN_LEVEL = 50
 KIND_CACHE_SECONDS = 300
@@ -85,6 +99,10 @@ SCRUB_REASON = "letter text removed"
 RELATIONS_PAGE = 50
 
 PINNED_ROOM_KEY = "matrix.moderation_room"
+# A room the bot has just joined is known to nio (members, encryption) only after the next sync, which the join
+# itself ends: a send to it waits that long at most.
+NEW_ROOM_WAIT = 10.0
+PICKLE_KEY_FILE = "pickle.key"
 
 T = TypeVar("T", bound=Response)
 
@@ -95,6 +113,10 @@ class PublicModerationRoom(RuntimeError):
 
 class ModerationRoomMoved(RuntimeError):
     """The moderation room's alias points to another room than the one pinned at first start."""
+
+
+class EncryptedRoomRefused(RuntimeError):
+    """The moderation room is encrypted and the bot cannot encrypt: it must not start."""
 
 
 class KeyValue(Protocol):
@@ -114,11 +136,16 @@ class MatrixTransport:
     def __init__(self, settings: MatrixSettings, state: KeyValue, store_path: Path) -> None:
         self.settings = settings
         self.state = state
+        self.store_path = store_path
         # The access token is a credential: kept in a private file, not in the database (backups leak).
         self._session_file = PrivateFile(store_path / "session.json")
         store_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Why encrypted rooms are refused, or None when the bot takes part in them.
+        self.encryption_off = encryption_unavailable(settings.encryption)
         config = AsyncClientConfig(
-            encryption_enabled=False,
+            encryption_enabled=self.encryption_off is None,
+            # The store's secrets (Olm account, sessions) are pickled with a key kept in a file of its own.
+            pickle_key=self._pickle_key() if self.encryption_off is None else "",
             store_sync_tokens=False,  # we store the token ourselves, after the batch is handled
             max_limit_exceeded=0,  # a 429 comes back to us: the delivery worker decides, per room
             max_timeouts=2,
@@ -129,9 +156,21 @@ class MatrixTransport:
         self._dispatch: Dispatch | None = None
         self._handling: list[asyncio.Future[None]] = []
         self._sync_task: asyncio.Task[None] | None = None
+        self._answer_task: asyncio.Task[None] | None = None
         self._kinds: dict[str, tuple[ChatKind, float]] = {}
         self._creators_cache: dict[str, frozenset[str]] = {}
         self._running = False
+        self._synced = asyncio.Event()
+        self._keys = KeyChores(self.client)
+        self._undecrypted = Undecrypted(self.client, state)
+
+    def _pickle_key(self) -> str:
+        key_file = PrivateFile(self.store_path / PICKLE_KEY_FILE)
+        key = key_file.read()
+        if key is None:
+            key = secrets.token_urlsafe(32)
+            key_file.write(key)
+        return key.strip()
 
     def text_length(self, text: str) -> int:
         """What `text` adds to a message's JSON, as the homeserver measures it: as `body` and `formatted_body`,
@@ -143,12 +182,26 @@ class MatrixTransport:
     async def start(self, dispatch: Dispatch) -> None:
         self._dispatch = dispatch
         await self._log_in()
+        keep_private(self.store_path)
         self.moderation_room_id = await self._moderation_room()
         token = await self.state.get("matrix.next_batch")
         if token is None:
             token = await self._first_sync()
+        # Every room's state, once: nio must know each room's members and encryption before the first send (it
+        # keeps neither across restarts). The events since `token` are handled by the loop, as any batch.
+        first = await self.client.sync(timeout=0, since=token, full_state=True)
+        if not isinstance(first, SyncResponse):
+            raise RuntimeError(f"matrix sync failed: {first}")
         self._running = True
-        self._sync_task = asyncio.create_task(self._sync_forever(token))
+        if self.encryption_off is None:
+            await self._keys.after_sync()
+            await self._undecrypted.load()
+            self._answer_task = asyncio.create_task(self._answer_undecryptable())
+            log.info("matrix: end-to-end encryption on: device %s, fingerprint %s", self.client.device_id,
+                     fingerprint(self.client))
+        else:
+            log.warning("matrix: encrypted rooms are refused: %s", self.encryption_off)
+        self._sync_task = asyncio.create_task(self._sync_forever(first))
         log.info("matrix: syncing as %s (device %s)", self.client.user_id, self.client.device_id)
 
     async def _moderation_room(self) -> str | None:
@@ -163,6 +216,11 @@ class MatrixTransport:
         problem = await self.public_moderation_room(room_id)
         if problem is not None:
             raise PublicModerationRoom(problem)
+        if self.encryption_off is not None and await self._encrypted(room_id):
+            raise EncryptedRoomRefused(
+                f"MATRIX_MODERATION_ROOM: the moderators' room is end-to-end encrypted and the bot cannot take part "
+                f"in encrypted rooms ({self.encryption_off})"
+            )
         return room_id
 
     async def _pin(self, alias: str, room_id: str) -> None:
@@ -194,22 +252,41 @@ class MatrixTransport:
 
     async def _log_in(self) -> None:
         saved = await self._saved_session()
-        if saved:
-            session = json.loads(saved)
-            if session.get("user_id") == self.settings.user:
-                self.client.restore_login(session["user_id"], session["device_id"], session["access_token"])
-                return
-        if self.settings.access_token:
+        session = json.loads(saved) if saved else {}
+        lost = self._store_lost(session)
+        if session.get("user_id") == self.settings.user and not lost:
+            self.client.restore_login(session["user_id"], session["device_id"], session["access_token"])
+        elif self.settings.access_token and not (lost and self.settings.password):
+            # The operator's token names its device; its store is theirs to keep (no session file is written).
             self.client.access_token = self.settings.access_token
             whoami = await self.client.whoami()
             device_id = getattr(whoami, "device_id", None) or "RELAY"
             self.client.restore_login(self.settings.user, device_id, self.settings.access_token)
             return
-        response = await self.client.login(self.settings.password, device_name="Solidarity Relay")
-        if not isinstance(response, LoginResponse):
-            raise RuntimeError(f"matrix login failed: {response.message}")
-        session = {"user_id": response.user_id, "device_id": response.device_id, "access_token": response.access_token}
-        self._session_file.write(json.dumps(session))
+        else:
+            assert self.settings.password is not None  # the settings require a password or a token
+            response = await self.client.login(self.settings.password, device_name="Solidarity Relay")
+            if not isinstance(response, LoginResponse):
+                raise RuntimeError(f"matrix login failed: {response.message}")
+            session = {"user_id": response.user_id, "device_id": response.device_id,
+                       "access_token": response.access_token}
+        if self.encryption_off is None and not session.get("encrypted"):
+            # From now on this device has keys on the server that only this store holds.
+            session["encrypted"] = True
+            self._session_file.write(json.dumps(session))
+        elif not saved or lost:
+            self._session_file.write(json.dumps(session))
+
+    def _store_lost(self, session: dict[str, Any]) -> bool:
+        """The device has uploaded keys, but the store that holds them is gone: it cannot be used again."""
+        if self.encryption_off is not None or not session.get("encrypted"):
+            return False
+        store = self.store_path / f"{session.get('user_id')}_{session.get('device_id')}.db"
+        if store.exists():
+            return False
+        log.warning("matrix: the encryption store of device %s is missing: logging in as a new device",
+                    session.get("device_id"))
+        return True
 
     async def _saved_session(self) -> str | None:
         """The session file; an older version kept the session in the database: it moves out of it now."""
@@ -231,30 +308,36 @@ class MatrixTransport:
 
     async def stop(self) -> None:
         self._running = False
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
+        for task in (self._sync_task, self._answer_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.client.close()
 
     # --- the sync loop ---------------------------------------------------------------------------------
 
-    async def _sync_forever(self, token: str) -> None:
+    async def _sync_forever(self, first: SyncResponse) -> None:
+        response: SyncResponse | None = first
+        token = first.next_batch
         delay = 1.0
         while self._running:
-            try:
-                response = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token)
-            except (TimeoutError, OSError) as error:
-                response = None
-                log.warning("matrix: sync failed (%s), retrying in %.0f s", error, delay)
-            if not isinstance(response, SyncResponse):
-                if response is not None:
-                    log.warning("matrix: sync error %s, retrying in %.0f s", response, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60)
-                continue
-            delay = 1.0
+            if response is None:
+                try:
+                    answer = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token)
+                except (TimeoutError, OSError) as error:
+                    answer = None
+                    log.warning("matrix: sync failed (%s), retrying in %.0f s", error, delay)
+                if not isinstance(answer, SyncResponse):
+                    if answer is not None:
+                        log.warning("matrix: sync error %s, retrying in %.0f s", answer, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60)
+                    continue
+                response, delay = answer, 1.0
+            self._synced.set()
+            self._synced.clear()
             await self._handle_sync(response)
-            token = response.next_batch
+            token, response = response.next_batch, None
             await self.state.put("matrix.next_batch", token)
 
     async def _handle_sync(self, response: SyncResponse) -> None:
@@ -276,9 +359,33 @@ class MatrixTransport:
                     await self._on_event(room_id, event)
                 except Exception as error:
                     log.warning("matrix: an event could not be read (%s) and was skipped", type(error).__name__)
+        if self.encryption_off is None:
+            await self._crypto_chores()
         # The batch counts as handled (and its sync token may be stored) once every event of it is.
         handling, self._handling = self._handling, []
         await asyncio.gather(*handling)
+
+    async def _crypto_chores(self) -> None:
+        """Keys uploaded, queried and claimed as nio needs; events whose keys came in this batch handled now."""
+        try:
+            await self._keys.after_sync()
+        except (LocalProtocolError, EncryptionError, OSError, TimeoutError) as error:
+            log.warning("matrix: key maintenance failed (%s); trying again after the next sync", type(error).__name__)
+        for room_id, event in await self._undecrypted.decryptable():
+            try:
+                await self._on_event(room_id, event)
+            except Exception as error:
+                log.warning("matrix: an event could not be read (%s) and was skipped", type(error).__name__)
+
+    async def _answer_undecryptable(self) -> None:
+        """When an event's keys have not come in time, its sender is asked to send it again (by the handlers)."""
+        while True:
+            await self._undecrypted.wait_for_change(await self._undecrypted.next_deadline())
+            for waiting in await self._undecrypted.expired():
+                try:
+                    await self._emit(await self._unreadable(waiting.room_id, waiting.event, UNDECRYPTABLE))
+                except Exception as error:
+                    log.warning("matrix: an undecryptable event could not be answered (%s)", type(error).__name__)
 
     async def _on_event(self, room_id: str, event: Any) -> None:
         if isinstance(event, RoomMemberEvent):
@@ -295,6 +402,12 @@ class MatrixTransport:
             await self._emit(await self._edited(room_id, event))
         elif isinstance(event, RoomMessage):
             await self._emit(await self._incoming(room_id, event))
+        elif isinstance(event, MegolmEvent) and self.encryption_off is None:
+            log.info("matrix: an encrypted event could not be decrypted yet; its keys are requested")
+            await self._undecrypted.add(room_id, event)
+        elif isinstance(event, (MegolmEvent, UnknownEncryptedEvent)):
+            kind = ENCRYPTED if self.encryption_off is not None else UNDECRYPTABLE
+            await self._emit(await self._unreadable(room_id, event, kind))
 
     async def _accept(self, room_id: str) -> None:
         """Invitations are accepted from anyone; the room is on probation until it proves of use."""
@@ -319,6 +432,18 @@ class MatrixTransport:
             content_kind="text" if text is not None else _msgtype(event.source),
             length=len(text or ""),
             limit=0,  # Matrix clients do not split long messages
+        )
+
+    async def _unreadable(self, room_id: str, event: MegolmEvent | UnknownEncryptedEvent, kind: str) -> IncomingMessage:
+        """An event the bot cannot read: the handlers answer it (ENCRYPTED: the bot has no encryption at all)."""
+        return IncomingMessage(
+            event_id=event.event_id,
+            chat=await self._chat(room_id),
+            sender=await self._user(room_id, event.sender),
+            text=None,
+            message_id=event.event_id,
+            received_at=event.server_timestamp / 1000,
+            content_kind=kind,
         )
 
     async def _edited(self, room_id: str, event: RoomMessage) -> MessageEdited | None:
@@ -443,15 +568,50 @@ class MatrixTransport:
         )
 
     async def _room_send(self, room_id: str, kind: str, content: dict[str, Any], txn: str | None, notice: bool) -> str:
-        """One room send. Notices wait out a short rate limit themselves; broadcasts leave that to the worker."""
+        """One room send. Notices wait out a short rate limit themselves; broadcasts leave that to the worker.
+
+        In an encrypted room nio encrypts the event (reactions excepted: nio sends them in the clear), after the
+        room's members, their devices and an Olm session with each are known, so that the room key it shares
+        first reaches every current device. The transaction id stays the bot's own: a retried send is the same
+        event to the server, however it was encrypted the first time.
+        """
+        encrypted = await self._is_encrypted_room(room_id)
         size = _json_size(content)
-        if size > MAX_EVENT_BYTES:
+        limit = MAX_EVENT_BYTES
+        if encrypted and kind != "m.reaction":
+            size, limit = _encrypted_size(room_id, kind, content), MAX_ENCRYPTED_EVENT_BYTES
+        if size > limit:
             # Texts are cut to fit (text_length); this is the last guard, so that no oversized event is tried.
-            raise DeliveryError(f"event of {size} bytes is over the {MAX_EVENT_BYTES}-byte limit", retryable=False)
-        response = await self._request(
-            lambda: self.client.room_send(room_id, kind, content, tx_id=txn), RoomSendResponse, patient=notice
-        )
+            raise DeliveryError(f"event of {size} bytes is over the {limit}-byte limit", retryable=False)
+        if encrypted and self.encryption_off is not None and txn is not None:
+            # A letter is not put in the clear into a room its members believe encrypted; a reply is (it tells
+            # them why the bot cannot read them, and says nothing else).
+            raise DeliveryError(f"the room is end-to-end encrypted ({self.encryption_off})", retryable=False)
+
+        async def send() -> Response:
+            if encrypted:
+                await self._keys.prepare(room_id)
+            return await self.client.room_send(room_id, kind, content, tx_id=txn, ignore_unverified_devices=True)
+
+        response = await self._request(send, RoomSendResponse, patient=notice)
         return response.event_id
+
+    async def _is_encrypted_room(self, room_id: str) -> bool:
+        """Whether events to the room must be encrypted. A room the bot joined a moment ago is waited for: nio
+        learns its state (and whether it is encrypted) from the sync that the join ends."""
+        room = self.client.rooms.get(room_id)
+        if room is None and self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._synced.wait(), NEW_ROOM_WAIT)
+            room = self.client.rooms.get(room_id)
+        if room is None:
+            # Not a room the bot is in (any more): the homeserver says so, with the error the worker knows.
+            return room_id in self.client.encrypted_rooms
+        return room.encrypted
+
+    async def _encrypted(self, room_id: str) -> bool:
+        """Whether the room has encryption turned on, asked of the homeserver (for rooms nio has not synced)."""
+        return bool(await self._state(room_id, "m.room.encryption"))
 
     async def _request(self, request: Callable[[], Awaitable[Response]], expected: type[T], patient: bool) -> T:
         """One homeserver request, or DeliveryError; a patient caller waits out a short rate limit first."""
@@ -460,6 +620,10 @@ class MatrixTransport:
                 response = await request()
             except (TimeoutError, OSError) as error:
                 raise DeliveryError(f"homeserver unreachable: {error}", retryable=True) from error
+            except (LocalProtocolError, EncryptionError, OlmUnverifiedDeviceError, SendRetryError) as error:
+                # nio could not encrypt (a room not synced yet, keys not shared): another try, a little later.
+                raise DeliveryError(f"could not encrypt: {type(error).__name__}", retryable=True,
+                                    retry_after=2.0) from error
             if isinstance(response, expected):
                 return response
             if not isinstance(response, ErrorResponse):
@@ -494,6 +658,9 @@ class MatrixTransport:
     async def can_post(self, chat_id: str) -> bool:
         if self.client.user_id not in await self._members(chat_id):
             return False
+        if self.encryption_off is not None and await self._encrypted(chat_id):
+            log.info("matrix: an encrypted room cannot receive letters: %s", self.encryption_off)
+            return False
         levels = await self._state(chat_id, "m.room.power_levels")
         needed = levels.get("events", {}).get("m.room.message", levels.get("events_default", 0))
         return await self._power(chat_id, self.client.user_id) >= needed
@@ -514,6 +681,11 @@ class MatrixTransport:
             if room_id is None:
                 return [f"MATRIX_MODERATION_ROOM: cannot join {self.settings.moderation_room} (invite the bot)"]
             print(f"matrix: logged in as {self.client.user_id}")
+            if self.encryption_off is None:
+                print(f"matrix: end-to-end encryption on; device {self.client.device_id}, "
+                      f"fingerprint {fingerprint(self.client)}")
+            else:
+                print(f"matrix: encrypted rooms are refused ({self.encryption_off})")
             public = await self.public_moderation_room(room_id)
             return [public] if public else []
         except (RuntimeError, OSError, TimeoutError) as error:
@@ -658,6 +830,16 @@ def _plain_quote(text: str) -> str:
 def _json_size(value: Any) -> int:
     """Bytes of `value` in the homeserver's canonical JSON (UTF-8, not \\u-escaped), which its size limit counts."""
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def _encrypted_size(room_id: str, kind: str, content: dict[str, Any]) -> int:
+    """The size of the m.room.encrypted content nio makes of `content`: the Megolm ciphertext is base64 of the
+    plain event padded to the AES block, with a version, an index, a MAC and a signature; the relation is copied
+    out in the clear; sender key, session and device id come with it."""
+    plain = _json_size({"content": content, "type": kind, "room_id": room_id})
+    ciphertext = (plain // 16 + 1) * 16 + 96
+    relation = _json_size(content.get("m.relates_to", {}))
+    return math.ceil(ciphertext * 4 / 3) + relation + 300
 
 
 def _txn_id(key: str) -> str:
