@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
+from handlers.loggable import without_ids
+
 if TYPE_CHECKING:
     from bot.config import Settings
 
@@ -163,10 +165,25 @@ class LibraryDetail(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or record.name.split(".", 1)[0] in OWN_LOGGERS:
+        if record.name.split(".", 1)[0] in OWN_LOGGERS or record.levelno < logging.INFO:
+            return True
+        if record.levelno > logging.INFO:
+            # A library's warning names what it was handling: nio's crypto "Missing Olm session for user @x:…
+            # and device ABCDEFGHIJ". What stays is what went wrong.
+            record.msg, record.args = _without_library_ids(_message(record)), None
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return self.level <= logging.DEBUG
+
+
+# Beyond the ids of handlers.loggable: a Matrix device id (ten capitals, nio's and Synapse's form) and a
+# curve25519 or ed25519 key (43 characters of unpadded base64), which name one person's device.
+_DEVICE_ID = re.compile(r"\b[A-Z]{10}\b")
+_DEVICE_KEY = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{43}(?![A-Za-z0-9+/=])")
+
+
+def _without_library_ids(text: str) -> str:
+    return _DEVICE_KEY.sub("[key]", _DEVICE_ID.sub("[device]", without_ids(text)))
 
 
 def configure(settings: Settings, handlers: Iterable[logging.Handler]) -> tuple[RedactingFilter, Callable[[], None]]:

@@ -387,3 +387,20 @@ async def test_check_warns_for_each_third_party_translator(
     else:
         assert len(warnings) == 1 and f"to {warned}" in warnings[0] and f"TRANSLATOR={translator} " in warnings[0]
     assert "deepl-key-0815" not in out
+
+
+def test_a_librarys_warning_names_no_person_nor_device() -> None:
+    """nio's crypto warns with the user, device and key it was handling; the bot's own lines are left alone."""
+    settings = Settings.from_env({"TELEGRAM_TOKEN": SHORT_TOKEN, "TELEGRAM_MODERATION_CHAT": "-100123"})
+    lines = Lines()
+    _redacting, restore = logs.configure(settings, [lines])
+    key = "b8Xk0J2mQ9cT1vR5yW3zA7dF4gH6jK8lN0pS2uV4wY6"
+    try:
+        with capturing(lines):
+            logging.getLogger("nio.crypto.log").warning(
+                "Missing Olm session for user @alice:example.org and device QWERTYUIOP (%s), skipping", key)
+            logging.getLogger("bot.transports.matrix").warning("matrix: device %s", "ABCDEFGHIJ")
+    finally:
+        restore()
+    assert lines.lines[0].endswith("Missing Olm session for user [id] and device [device] ([key]), skipping")
+    assert lines.lines[1].endswith("matrix: device ABCDEFGHIJ")  # the bot's own device, logged on purpose
