@@ -290,3 +290,24 @@ async def test_without_encryption_encrypted_rooms_are_refused(secret: Secret, ho
 def _plain(person: EncryptedPerson) -> Person:
     """The same device seen through plain HTTP: what the server stores, nothing decrypted."""
     return Person(person.base_url, person.user_id, person.access_token, person.device_id)
+
+
+async def test_room_keys_rotate_as_the_room_asks_not_per_message(secret: Secret) -> None:
+    """One Megolm session serves many messages, and a new one starts after the room's `rotation_period_msgs`."""
+    await secret.start_bot()
+    encryption = {"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_msgs": 2}
+    dm = (await secret.alice.request("POST", "/createRoom", {
+        "preset": "trusted_private_chat", "is_direct": True, "invite": [secret.bot_user],
+        "initial_state": [{"type": "m.room.encryption", "state_key": "", "content": encryption}],
+    }))["room_id"]
+    await _until_joined(secret.alice, dm, secret.bot_user)
+    for number in (1, 2, 3):
+        await secret.alice.send_text(dm, f"Letter number {number} of three, for the rotation.")
+        await secret.alice.wait_for_text(dm, secret.bot_user, rf"#{number}\b")
+    alice_plain = _plain(secret.alice)
+    try:
+        stored = await raw_events(alice_plain, dm, secret.bot_user)
+    finally:
+        await alice_plain.close()
+    sessions = [event["content"]["session_id"] for event in reversed(stored) if event["type"] == ENCRYPTED]
+    assert len(sessions) == 3 and sessions[0] == sessions[1] != sessions[2], sessions

@@ -161,7 +161,7 @@ class MatrixTransport:
         self._creators_cache: dict[str, frozenset[str]] = {}
         self._running = False
         self._synced = asyncio.Event()
-        self._keys = KeyChores(self.client)
+        self._keys = KeyChores(self.client, lambda room_id: self._state(room_id, "m.room.encryption"))
         self._undecrypted = Undecrypted(self.client, state)
 
     def _pickle_key(self) -> str:
