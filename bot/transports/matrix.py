@@ -35,6 +35,7 @@ from nio import (
     ReactionEvent,
     RedactionEvent,
     Response,
+    RoomEncryptionEvent,
     RoomGetStateEventResponse,
     RoomGetStateResponse,
     RoomMemberEvent,
@@ -161,7 +162,8 @@ class MatrixTransport:
         self._creators_cache: dict[str, frozenset[str]] = {}
         self._running = False
         self._synced = asyncio.Event()
-        self._keys = KeyChores(self.client, lambda room_id: self._state(room_id, "m.room.encryption"))
+        self._keys = KeyChores(self.client, self._encryption_settings)
+        self._encryption: dict[str, dict[str, Any]] = {}  # rooms' m.room.encryption, as the sync brought it
         self._undecrypted = Undecrypted(self.client, state)
 
     def _pickle_key(self) -> str:
@@ -354,6 +356,9 @@ class MatrixTransport:
         for room_id, info in response.rooms.join.items():
             if not _guarded(room_id):
                 continue
+            for state in [*info.state, *info.timeline.events]:
+                if isinstance(state, RoomEncryptionEvent):
+                    self._encryption[room_id] = dict(state.source.get("content", {}))
             for event in info.timeline.events:
                 try:
                     await self._on_event(room_id, event)
@@ -608,6 +613,11 @@ class MatrixTransport:
             # Not a room the bot is in (any more): the homeserver says so, with the error the worker knows.
             return room_id in self.client.encrypted_rooms
         return room.encrypted
+
+    async def _encryption_settings(self, room_id: str) -> dict[str, Any]:
+        if room_id not in self._encryption:
+            self._encryption[room_id] = await self._state(room_id, "m.room.encryption")
+        return self._encryption[room_id]
 
     async def _encrypted(self, room_id: str) -> bool:
         """Whether the room has encryption turned on, asked of the homeserver (for rooms nio has not synced)."""
