@@ -311,3 +311,30 @@ async def test_room_keys_rotate_as_the_room_asks_not_per_message(secret: Secret)
         await alice_plain.close()
     sessions = [event["content"]["session_id"] for event in reversed(stored) if event["type"] == ENCRYPTED]
     assert len(sessions) == 3 and sessions[0] == sessions[1] != sessions[2], sessions
+
+
+async def test_cards_of_the_longest_letters_fit_once_encrypted(
+    secret: Secret, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Encrypted, an event is a third bigger (base64): a card part and its edit (the text twice) must still be
+    under Synapse's 64 KiB, also for a letter of 60,000 characters that JSON escapes twice over."""
+    from handlers import cards
+    from storage.letters import Decision
+
+    relay = await secret.start_bot()
+    dm = await secret.alice.direct_room(secret.bot_user)
+    await secret.alice.send_text(dm, "A short letter, soon a long one.")
+    await secret.alice.wait_for_text(dm, secret.bot_user, r"#1\b")
+    ctx = relay.ctx
+    assert ctx is not None
+    letter = ('"\\' * 50 + "\n") * 580  # 59,160 characters; Synapse refuses it as one event even in the clear
+    await ctx.repos.letters.edit_text(1, letter, len(letter), Decision(1, "edit", "matrix", "@mo:test", "Mo", None, 0))
+    await cards.refresh(ctx, 1)
+    await secret.mo.wait_for_text(secret.mods, secret.bot_user, r"part \d+ of \d+", within=30)
+    await secret.mo.send_text(secret.mods, "!approve 1")
+    await secret.mo.wait_for_text(secret.mods, secret.bot_user, r"(?s)^📨 Letter #1 .*approved by Mo", within=30)
+    stored = await raw_events(secret.mo_plain, secret.mods, secret.bot_user)
+    sizes = [len(json.dumps(event["content"], ensure_ascii=False).encode()) for event in stored]
+    assert max(sizes) > 40_000  # the long parts and their edits are there, encrypted
+    assert max(sizes) < 64_000
+    assert not [record for record in caplog.records if "byte limit" in record.getMessage()]
