@@ -338,3 +338,25 @@ async def test_cards_of_the_longest_letters_fit_once_encrypted(
     assert max(sizes) > 40_000  # the long parts and their edits are there, encrypted
     assert max(sizes) < 64_000
     assert not [record for record in caplog.records if "byte limit" in record.getMessage()]
+
+
+async def test_a_room_the_bot_is_not_in_ends_its_subscription(secret: Secret, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nio refuses rooms it has not synced; the homeserver's "not in room" must still reach the worker, so that
+    the subscription ends instead of being retried for ever."""
+    from bot.transports import matrix
+
+    monkeypatch.setattr(matrix, "NEW_ROOM_WAIT", 1.0)
+    relay = await secret.start_bot()
+    assert relay.ctx is not None
+    _, ada = await secret.person("ada")
+    elsewhere = await ada.create_room(name="Never joined", encrypted=False)
+    await relay.ctx.repos.subscriptions.subscribe("matrix", elsewhere, "group", "Never joined", "en", time.time())
+    dm = await secret.alice.direct_room(secret.bot_user)
+    await secret.alice.send_text(dm, "To every room that will have it.")
+    await secret.card(1)
+    await secret.mo.send_text(secret.mods, "!approve 1")
+    deadline = time.monotonic() + 30
+    while (subscription := await relay.ctx.repos.subscriptions.find("matrix", elsewhere)) and subscription.active:
+        assert time.monotonic() < deadline, "the subscription stayed active"
+        await asyncio.sleep(0.2)
+    assert subscription is not None and subscription.deactivated_reason

@@ -596,6 +596,12 @@ class MatrixTransport:
         async def send() -> Response:
             if encrypted:
                 await self._keys.prepare(room_id)
+            elif self.encryption_off is None and room_id not in self.client.rooms:
+                # nio refuses any room it has not synced; the homeserver gives the answer the worker knows
+                # ("not in room": the subscription ends), and an unencrypted room is sent to as before.
+                method, path, data = Api.room_send(
+                    self.client.access_token, room_id, kind, content, txn or secrets.token_hex(16))
+                return await self.client._send(RoomSendResponse, method, path, data, (room_id,))
             return await self.client.room_send(room_id, kind, content, tx_id=txn, ignore_unverified_devices=True)
 
         response = await self._request(send, RoomSendResponse, patient=notice)
@@ -605,12 +611,13 @@ class MatrixTransport:
         """Whether events to the room must be encrypted. A room the bot joined a moment ago is waited for: nio
         learns its state (and whether it is encrypted) from the sync that the join ends."""
         room = self.client.rooms.get(room_id)
-        if room is None and self._running:
+        deadline = time.monotonic() + NEW_ROOM_WAIT
+        while room is None and self._running and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._synced.wait(), NEW_ROOM_WAIT)
+                await asyncio.wait_for(self._synced.wait(), left)
             room = self.client.rooms.get(room_id)
         if room is None:
-            # Not a room the bot is in (any more): the homeserver says so, with the error the worker knows.
+            # Not a room the bot is in: nio's store still knows whether it was encrypted when it was.
             return room_id in self.client.encrypted_rooms
         return room.encrypted
 
