@@ -360,3 +360,23 @@ async def test_a_room_the_bot_is_not_in_ends_its_subscription(secret: Secret, mo
         assert time.monotonic() < deadline, "the subscription stayed active"
         await asyncio.sleep(0.2)
     assert subscription is not None and subscription.deactivated_reason
+
+
+async def test_a_retried_broadcast_to_an_encrypted_room_is_one_event(secret: Secret) -> None:
+    """A retry encrypts the letter anew (another ciphertext), but with the same transaction id: the homeserver
+    answers with the first event, and the room holds the letter once."""
+    from handlers.events import OutgoingMessage
+
+    relay = await secret.start_bot()
+    ada_plain, ada = await secret.person("ada")
+    subscribers = await secret.subscriber_room(ada, "en")
+    letter = OutgoingMessage(subscribers, LETTER, title="✊ Letter of solidarity #7", broadcast=True,
+                             idempotency_key=f"relay-7-{subscribers}-0")
+    matrix = relay.networks["matrix"]
+    first, again = await matrix.send(letter), await matrix.send(letter)
+    assert first == again
+    await ada.wait_for_text(subscribers, secret.bot_user, "Letter of solidarity #7")
+    stored = await raw_events(ada_plain, subscribers, secret.bot_user)
+    decrypted = [event for event in await ada.messages(subscribers) if "#7" in (text_body(event) or "")]
+    assert len(decrypted) == 1 and decrypted[0]["event_id"] == first.message_id
+    assert first.message_id in {event["event_id"] for event in stored if event["type"] == ENCRYPTED}
