@@ -245,7 +245,7 @@ async def test_a_message_without_keys_is_answered_after_the_wait(
     """Keys that come late (after the bot asked for them) still make a letter; keys that never come make the bot
     ask the sender to send it again, once the wait is over."""
     monkeypatch.setattr(matrix_crypto, "UNDECRYPTABLE_WAIT", 4.0)
-    await secret.start_bot()
+    relay = await secret.start_bot()
     dm = await secret.alice.direct_room(secret.bot_user)
     await secret.alice.send_undecryptable(dm, "A letter whose keys come late.")
     await asyncio.sleep(1.0)
@@ -254,7 +254,14 @@ async def test_a_message_without_keys_is_answered_after_the_wait(
     assert "keys come late" in text_body(await secret.card(1))
 
     sent = time.monotonic()
-    await secret.alice.send_undecryptable(dm, "A letter whose keys never come.")
+    never = await secret.alice.send_undecryptable(dm, "A letter whose keys never come.")
+    client = relay.networks["matrix"].client  # type: ignore[attr-defined]
+    session = (await secret.alice.request("GET", f"/rooms/{q(dm)}/event/{q(never)}"))["content"]["session_id"]
+    deadline = time.monotonic() + 10
+    # The bot asked Alice's device for the keys (a request nio records once sent, so that a forwarded key counts).
+    while session not in {request.session_id for request in client.olm.outgoing_key_requests.values()}:
+        assert time.monotonic() < deadline, "the bot never asked for the keys"
+        await asyncio.sleep(0.1)
     answer = await secret.alice.wait_for_text(dm, secret.bot_user, "could not decrypt", within=30)
     assert answer == "I could not decrypt your message. Please send it again."
     assert time.monotonic() - sent >= 3.5  # not before the keys had their time

@@ -193,6 +193,10 @@ class Undecrypted:
     async def _request_keys(self, event: MegolmEvent) -> None:
         """Ask the sending device itself (nio's own request_room_key asks only the bot's other devices)."""
         message = event.as_key_request(event.sender, self.client.device_id, event.session_id, event.device_id)
+        if self.client.olm is not None:
+            # Queued as nio queues its own: once sent, nio records the request, and only a requested session
+            # forwarded to the bot is accepted; a failed send goes again with the next sync's to-device messages.
+            self.client.olm.outgoing_to_device_messages.append(message)
         try:
             response = await self.client.to_device(message)
         except (LocalProtocolError, OSError, TimeoutError) as error:
