@@ -45,6 +45,8 @@ def test_unconfigured_bot_exits_2_naming_the_setting(tmp_path: Path) -> None:
         ({"MATRIX_HOMESERVER": "https://m.org", "MATRIX_USER": "@relay:m.org", "MATRIX_MODERATION_ROOM": "!r:m.org"},
          "MATRIX_PASSWORD"),
         ({"MATRIX_HOMESERVER": "https://m.org", "MATRIX_USER": "relay"}, "MATRIX_USER"),
+        ({"MATRIX_HOMESERVER": "https://m.org", "MATRIX_USER": "@relay:m.org", "MATRIX_PASSWORD": "p",
+          "MATRIX_MODERATION_ROOM": "!r:m.org", "MATRIX_ENCRYPTION": "maybe"}, "MATRIX_ENCRYPTION"),
         ({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", "DEFAULT_LANGUAGE": "English"},
          "DEFAULT_LANGUAGE"),
     ],
@@ -95,3 +97,10 @@ def test_the_repr_of_settings_shows_no_secret() -> None:
     for name, secret in secrets.items():
         assert secret not in shown, name
     assert "example.org" in shown  # the repr still says something
+
+
+def test_matrix_encryption_is_on_unless_turned_off() -> None:
+    matrix = {"MATRIX_HOMESERVER": "https://m.org", "MATRIX_USER": "@relay:m.org", "MATRIX_PASSWORD": "p",
+              "MATRIX_MODERATION_ROOM": "!r:m.org"}
+    on, off = Settings.from_env(matrix).matrix, Settings.from_env({**matrix, "MATRIX_ENCRYPTION": "false"}).matrix
+    assert on is not None and on.encryption and off is not None and not off.encryption

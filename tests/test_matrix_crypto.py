@@ -95,3 +95,14 @@ async def test_undecryptable_events_wait_across_a_restart_and_are_answered_once(
         assert json.loads(state.values[matrix_crypto.UNDECRYPTED_KEY]) == []
     finally:
         await client.close()
+
+
+async def test_one_senders_flood_of_unreadable_events_waits_no_more_than_twenty() -> None:
+    client = AsyncClient("http://127.0.0.1:9", "@relay:example.org", config=AsyncClientConfig(encryption_enabled=False))
+    try:
+        waiting = Undecrypted(client, Memory())
+        accepted = [await waiting.add("!dm:example.org", megolm_event(f"$e{index}")) for index in range(25)]
+        assert accepted == [True] * matrix_crypto.MAX_WAITING_PER_SENDER + [False] * 5
+        assert waiting.count == matrix_crypto.MAX_WAITING_PER_SENDER
+    finally:
+        await client.close()

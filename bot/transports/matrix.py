@@ -408,8 +408,10 @@ class MatrixTransport:
         elif isinstance(event, RoomMessage):
             await self._emit(await self._incoming(room_id, event))
         elif isinstance(event, MegolmEvent) and self.encryption_off is None:
-            log.info("matrix: an encrypted event could not be decrypted yet; its keys are requested")
-            await self._undecrypted.add(room_id, event)
+            if await self._undecrypted.add(room_id, event):
+                log.info("matrix: an encrypted event could not be decrypted yet; its keys are requested")
+            else:
+                await self._emit(await self._unreadable(room_id, event, UNDECRYPTABLE))
         elif isinstance(event, (MegolmEvent, UnknownEncryptedEvent)):
             kind = ENCRYPTED if self.encryption_off is not None else UNDECRYPTABLE
             await self._emit(await self._unreadable(room_id, event, kind))

@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 # How long keys requested for an undecryptable event may take before the sender is asked to send it again.
 UNDECRYPTABLE_WAIT = 30.0
 UNDECRYPTED_KEY = "matrix.undecrypted"
-# A flood of unreadable events must not grow the state row without bound; the oldest are answered first.
+# A flood of unreadable events must not grow the state row (rewritten on each change) without bound: one sender's
+# events beyond these wait no more, they are answered at once through the intake, which rations a flood.
 MAX_WAITING = 500
+MAX_WAITING_PER_SENDER = 20
 
 
 class KeyValue(Protocol):
@@ -180,15 +182,19 @@ class Undecrypted:
             if isinstance(event, MegolmEvent):
                 self._waiting.append(Waiting(item["room_id"], event, float(item["deadline"])))
 
-    async def add(self, room_id: str, event: MegolmEvent) -> None:
+    async def add(self, room_id: str, event: MegolmEvent) -> bool:
+        """Wait for the event's keys; False when it cannot wait (its sender has too many waiting already)."""
         event.room_id = room_id
         if any(waiting.event.event_id == event.event_id for waiting in self._waiting):
-            return
+            return True
+        senders = sum(waiting.event.sender == event.sender for waiting in self._waiting)
+        if senders >= MAX_WAITING_PER_SENDER or len(self._waiting) >= MAX_WAITING:
+            return False
         self._waiting.append(Waiting(room_id, event, time.time() + self.wait))
-        del self._waiting[:-MAX_WAITING]
         await self._save()
         await self._request_keys(event)
         self._changed.set()
+        return True
 
     async def _request_keys(self, event: MegolmEvent) -> None:
         """Ask the sending device itself (nio's own request_room_key asks only the bot's other devices)."""
