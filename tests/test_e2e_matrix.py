@@ -240,6 +240,28 @@ async def test_restart_replays_nothing(room: Room) -> None:
     assert len(cards) == 2
 
 
+async def test_a_busy_room_while_the_bot_is_down_loses_nothing(room: Room) -> None:
+    """A sync returns the last few events of a room (`limited`: Synapse's default is 10); what came before them
+    while the bot was down is fetched from the room's history: a letter and a moderator's command among the
+    chatter are both handled."""
+    for person in (room.alice, room.kim, room.mo):
+        await room.hs.exempt_from_rate_limits(person.user_id)
+    await room.start_bot()
+    dm, _card = await room.letter_from_alice("the first letter", 1)
+    await room.stop_bot()
+    await room.alice.send_text(dm, "a letter written while the bot was down")
+    for number in range(12):
+        await room.alice.send_text(dm, f"and another thought, number {number}, sent as its own message")
+    await room.mo.send_text(room.mods, "!approve 1")
+    for number in range(12):
+        await room.kim.send_text(room.mods, f"moderators' chatter {number}")
+    await room.start_bot()
+    await room.alice.wait_for_text(dm, room.bot_user, "#1 .*approved|approved.*#1|was approved", within=30)
+    await room.alice.wait_for_text(dm, room.bot_user, r"#2\b", within=30)
+    receipts = [text for text in await room.alice.texts_from(dm, room.bot_user) if "Thank you" in text]
+    assert any("#2" in text for text in receipts)
+
+
 async def test_without_rate_limit_exemption_nothing_is_lost(homeserver: Homeserver, tmp_path: Path) -> None:
     scene = await make_room(homeserver, tmp_path, exempt=False)
     try:

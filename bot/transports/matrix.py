@@ -40,6 +40,7 @@ from nio import (
     RoomGetStateResponse,
     RoomMemberEvent,
     RoomMessage,
+    RoomMessagesResponse,
     RoomMessageText,
     RoomRedactResponse,
     RoomResolveAliasResponse,
@@ -104,6 +105,8 @@ PINNED_ROOM_KEY = "matrix.moderation_room"
 # itself ends: a send to it waits that long at most.
 NEW_ROOM_WAIT = 10.0
 PICKLE_KEY_FILE = "pickle.key"
+# How far back a cut-short timeline is completed after downtime (per room and sync).
+MAX_MISSED = 5_000
 
 T = TypeVar("T", bound=Response)
 
@@ -203,7 +206,7 @@ class MatrixTransport:
                      fingerprint(self.client))
         else:
             log.warning("matrix: encrypted rooms are refused: %s", self.encryption_off)
-        self._sync_task = asyncio.create_task(self._sync_forever(first))
+        self._sync_task = asyncio.create_task(self._sync_forever(first, token))
         log.info("matrix: syncing as %s (device %s)", self.client.user_id, self.client.device_id)
 
     async def _moderation_room(self) -> str | None:
@@ -318,9 +321,9 @@ class MatrixTransport:
 
     # --- the sync loop ---------------------------------------------------------------------------------
 
-    async def _sync_forever(self, first: SyncResponse) -> None:
+    async def _sync_forever(self, first: SyncResponse, token: str) -> None:
+        """`first` is the sync since `token` that start() made; each batch is handled, then its token stored."""
         response: SyncResponse | None = first
-        token = first.next_batch
         delay = 1.0
         while self._running:
             if response is None:
@@ -338,13 +341,14 @@ class MatrixTransport:
                 response, delay = answer, 1.0
             self._synced.set()
             self._synced.clear()
-            await self._handle_sync(response)
+            await self._handle_sync(response, since=token)
             token, response = response.next_batch, None
             await self.state.put("matrix.next_batch", token)
 
-    async def _handle_sync(self, response: SyncResponse) -> None:
+    async def _handle_sync(self, response: SyncResponse, since: str | None) -> None:
         """Every room and event on its own: one that cannot be read (a malformed id, an odd field) is skipped,
-        with its error type logged, and never ends the sync loop."""
+        with its error type logged, and never ends the sync loop. A room's timeline that the homeserver cut
+        short (`limited`: more happened since `since` than a sync returns) is completed from its history."""
         for room_id in response.rooms.invite:
             if _guarded(room_id):
                 await self._accept(room_id)
@@ -359,7 +363,8 @@ class MatrixTransport:
             for state in [*info.state, *info.timeline.events]:
                 if isinstance(state, RoomEncryptionEvent):
                     self._encryption[room_id] = dict(state.source.get("content", {}))
-            for event in info.timeline.events:
+            missed = await self._missed(room_id, info.timeline.prev_batch, since) if info.timeline.limited else []
+            for event in [*missed, *info.timeline.events]:
                 try:
                     await self._on_event(room_id, event)
                 except Exception as error:
@@ -369,6 +374,23 @@ class MatrixTransport:
         # The batch counts as handled (and its sync token may be stored) once every event of it is.
         handling, self._handling = self._handling, []
         await asyncio.gather(*handling)
+
+    async def _missed(self, room_id: str, before: str | None, since: str | None) -> list[Any]:
+        """The events between the last handled sync and this one's cut-short timeline, oldest first: a bot that
+        was down while a room was busy (a supporter's many letters, the moderators' chatter) misses none."""
+        if before is None or since is None:
+            return []
+        missed: list[Any] = []
+        page: str | None = before
+        while page is not None and len(missed) < MAX_MISSED:
+            response = await self.client.room_messages(room_id, start=page, end=since, limit=RELATIONS_PAGE)
+            if not isinstance(response, RoomMessagesResponse) or not response.chunk:
+                break
+            missed.extend(response.chunk)
+            page = response.end if response.end != page else None
+        if missed:
+            log.info("matrix: %d earlier events of a room fetched after a gap", len(missed))
+        return list(reversed(missed))
 
     async def _crypto_chores(self) -> None:
         """Keys uploaded, queried and claimed as nio needs; events whose keys came in this batch handled now."""
