@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 CARD_OVERHEAD = 400
 
 
+# The decisions a card offers, each with its symbol: the reaction that means it where a card has no buttons.
+DECISION_SYMBOLS = {"approve": "✅", "reject": "❌"}
+
+
 def card_actions(ctx: Context, letter_id: int) -> tuple[Action, ...]:
     _ = gettext_for(ctx, ctx.moderation_language())
-    return (
-        Action(_("✅ Approve"), f"approve:{letter_id}"),
-        Action(_("❌ Reject"), f"reject:{letter_id}"),
-    )
+    labels = {"approve": _("✅ Approve"), "reject": _("❌ Reject")}
+    return tuple(Action(labels[decision], f"{decision}:{letter_id}", symbol)
+                 for decision, symbol in DECISION_SYMBOLS.items())
 
 
 async def card_title(ctx: Context, letter: Letter) -> str:

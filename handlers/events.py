@@ -123,10 +123,13 @@ Event = IncomingMessage | MessageEdited | MessageDeleted | ActionPressed | Membe
 
 @dataclass(frozen=True)
 class Action:
-    """A one-click choice attached to a message: an inline button, or a reaction on Matrix."""
+    """A one-click choice attached to a message: an inline button (its `label`), or a reaction (its `symbol`) where
+    a network has no buttons. The symbol is the action's own, never taken from the label: a translated label
+    need not start with it."""
 
     label: str
     data: str
+    symbol: str = ""
 
 
 @dataclass(frozen=True)

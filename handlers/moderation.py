@@ -61,7 +61,7 @@ async def on_press(ctx: Context, press: ActionPressed) -> None:
     await network.answer_press(press.token, outcome)
 
 
-REACTIONS = {"✅": "approve", "❌": "reject"}
+REACTIONS = {symbol: decision for decision, symbol in cards.DECISION_SYMBOLS.items()}
 
 
 async def _reacted(ctx: Context, press: ActionPressed, key: str) -> tuple[str, str]:

@@ -31,7 +31,7 @@ FIRST_EDIT = "FIRST-edit-text-odesa-93c4"
 SECOND_EDIT = "SECOND-edit-text-lviv-e07a"
 OLD_TEXTS = (ORIGINAL, FIRST_EDIT, SECOND_EDIT)
 REMOVED = "The text of this letter was removed."
-ACTIONS = (Action("✅ approve", "approve:1"), Action("❌ reject", "reject:1"))
+ACTIONS = (Action("✅ approve", "approve:1", "✅"), Action("❌ reject", "reject:1", "❌"))
 
 
 class MemoryState:
@@ -181,3 +181,12 @@ def record_refusals(transport: MatrixTransport, method: str) -> list[ErrorRespon
 
     setattr(transport.client, method, recording)
     return refusals
+
+
+async def test_a_cards_reactions_are_its_actions_symbols_whatever_the_labels_say(scene: Scene) -> None:
+    """A translation may drop the emoji from a label ("Aprobar"): the reaction is the action's symbol."""
+    actions = (Action("Aprobar", "approve:1", "✅"), Action("Rechazar", "reject:1", "❌"))
+    ref = await scene.transport.send(replace(card(scene.mods, "Una carta"), actions=actions))
+    reactions = [event for event in await whole_history(scene.mo, scene.mods)
+                 if event["type"] == "m.reaction" and relation(event).get("event_id") == ref.message_id]
+    assert sorted(relation(event)["key"] for event in reactions) == ["✅", "❌"]

@@ -522,9 +522,9 @@ class MatrixTransport:
         content = _content(message)
         txn = _txn_id(message.idempotency_key) if message.idempotency_key else None
         event_id = await self._room_send(message.chat_id, "m.room.message", content, txn, notice=txn is None)
-        for action in message.actions:
+        for action in (action for action in message.actions if action.symbol):
             # Moderators then only click the reaction the bot already made.
-            reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": action.label[0]}}
+            reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": action.symbol}}
             await self._room_send(message.chat_id, "m.reaction", reaction, None, notice=True)
         return RemoteRef(PLATFORM, message.chat_id, event_id)
 
