@@ -42,7 +42,7 @@ from deep_translator.exceptions import (
 )
 from deep_translator.validate import request_failed
 
-from handlers.ports import Translator
+from handlers.ports import TranslationError, Translator
 from handlers.text import split_text
 
 PROVIDERS = ("google", "libre", "deepl", "mymemory")
@@ -71,15 +71,6 @@ _PERMANENT_ERRORS = (
 )
 # A URL in the settings that can never work (unlike refused or timed-out connections, which may recover).
 _BAD_URL_ERRORS = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema)
-
-
-class TranslationError(Exception):
-    """A translation that failed; `permanent` when retrying the same request cannot succeed."""
-
-    def __init__(self, reason: str, *, permanent: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
 
 
 class TranslatorSettings(Protocol):

@@ -89,7 +89,18 @@ class ChatDirectory(Protocol):
         ...
 
 
+class TranslationError(Exception):
+    """A translation that failed; `permanent` when retrying the same request cannot succeed."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
 class Translator(Protocol):
+    """Raises TranslationError when it cannot translate."""
+
     name: str
 
     async def translate(self, text: str, source: str, target: str) -> str: ...

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from handlers.loggable import failure_summary
-from handlers.ports import Clock, NotReady, Translator
+from handlers.ports import Clock, NotReady, TranslationError, Translator
 from storage.letters import Letter
 from storage.translations import TranslationRepository
 
@@ -79,8 +79,8 @@ class TranslationService:
         while True:
             try:
                 text = await self.translator.translate(letter.text, letter.language, language)
-            except Exception as error:
-                permanent = getattr(error, "permanent", False)
+            except Exception as error:  # a TranslationError, or a translator's own bug: neither stops the others
+                permanent = isinstance(error, TranslationError) and error.permanent
                 if permanent or self.clock.now() + delay >= deadline:
                     log.warning("letter #%d: no translation into %s: %s", letter.id, language, _why(error))
                     self._given_up[key] = _why(error)
@@ -108,5 +108,4 @@ class TranslationService:
 def _why(error: Exception) -> str:
     """The translator's own reason (worded without the letter), else only where it failed: a library's message
     may quote the text it was given."""
-    reason = getattr(error, "reason", None)
-    return reason if isinstance(reason, str) else failure_summary(error)
+    return error.reason if isinstance(error, TranslationError) else failure_summary(error)

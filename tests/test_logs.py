@@ -22,9 +22,9 @@ from bot import logs
 from bot.app import check
 from bot.config import Settings
 from bot.logs import RedactingFilter, setup_logging
-from bot.translation import DeepTranslator, TranslationError
+from bot.translation import DeepTranslator
 from handlers.loggable import failure_summary, without_ids
-from handlers.ports import NotReady, SystemClock
+from handlers.ports import NotReady, SystemClock, TranslationError
 from handlers.translating import TranslationService
 from storage.db import Database
 from storage.letters import Letter

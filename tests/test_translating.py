@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from handlers import broadcast
-from handlers.ports import NotReady
+from handlers.ports import NotReady, TranslationError
 from handlers.router import dispatch
 from handlers.translating import TranslationService
 from tests.conftest import MODS, FixedDetector, World
@@ -31,9 +31,7 @@ class CountingTranslator:
             await self.hang.wait()
         if self.failures:
             self.failures -= 1
-            error = RuntimeError("translator down")
-            error.permanent = self.permanent  # type: ignore[attr-defined]
-            raise error
+            raise TranslationError("translator down", permanent=self.permanent)
         return "\n".join(f"[{target}] {line}" if line else "" for line in text.split("\n"))
 
 
