@@ -111,7 +111,7 @@ async def child(config: dict[str, Any]) -> None:
     """
     from bot.app import Relay
     from bot.config import Settings
-    from bot.pacing import TELEGRAM_RATES
+    from bot.networks.telegram import TELEGRAM_RATES
     from handlers import router
 
     tally = _Tally()

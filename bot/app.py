@@ -8,7 +8,8 @@ import io
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 
 from bot import files
 from bot.config import Settings
@@ -18,7 +19,8 @@ from bot.intake import FairIntake
 from bot.keys import AccountKey
 from bot.language import LinguaDetector
 from bot.logs import redact
-from bot.pacing import MATRIX_RATES, TELEGRAM_PAID_RATES, TELEGRAM_RATES, Pacer, Rates
+from bot.networks import Needs, by_name
+from bot.pacing import Pacer, Rates
 from bot.scheduler import TaskScheduler
 from handlers import privacy, rooms, router, submission
 from handlers.context import Context, Network, Policy, Room
@@ -44,20 +46,11 @@ class StartupError(Exception):
 
 
 def build_networks(settings: Settings, state: StateRepository, pacers: dict[str, Pacer]) -> dict[str, Network]:
-    # Imported here so a bot with one network never loads the other's library.
     networks: dict[str, Network] = {}
-    if settings.telegram is not None:
-        from bot.transports.telegram import TelegramTransport
-
-        pacer = pacers["telegram"]
-        # The worker's sends in flight, plus room for replies, card edits and the long poll.
-        pool = concurrency_for({"telegram": pacer}) + 8
-        networks["telegram"] = TelegramTransport(settings.telegram, pacer, connection_pool_size=pool)
-    if settings.matrix is not None:
-        from bot.transports.matrix import MatrixTransport
-
-        store = files.matrix_store(settings.database)
-        networks["matrix"] = MatrixTransport(settings.matrix, state, store)
+    for name, section in settings.networks.items():
+        pacer = pacers[name]
+        needs = Needs(settings, state, pacer, settings.database.parent, concurrency_for({name: pacer}))
+        networks[name] = by_name(name).build(section, needs)
     return networks
 
 
@@ -71,24 +64,15 @@ def make_translator(settings: Settings) -> Translator | None:
 
 def rates_for(settings: Settings) -> dict[str, Rates]:
     """The platforms' documented limits, or the operator's own global rates where set."""
-    paid = settings.telegram is not None and settings.telegram.paid_broadcast
-    telegram = TELEGRAM_PAID_RATES if paid else TELEGRAM_RATES
-    if settings.telegram_per_second:
-        telegram = replace(telegram, per_second=settings.telegram_per_second)
-    matrix = MATRIX_RATES
-    if settings.matrix_per_second:
-        matrix = replace(matrix, per_second=settings.matrix_per_second)
-    return {"telegram": telegram, "matrix": matrix}
+    return {name: by_name(name).rates(section) for name, section in settings.networks.items()}
 
 
 def moderation_rooms(settings: Settings, networks: dict[str, Network]) -> tuple[Room, ...]:
     rooms = []
-    if settings.telegram is not None:
-        rooms.append(Room("telegram", settings.telegram.moderation_chat))
-    matrix = networks.get("matrix")
-    room_id = getattr(matrix, "moderation_room_id", None)
-    if room_id:
-        rooms.append(Room("matrix", room_id))
+    for name, section in settings.networks.items():
+        room_id = by_name(name).moderation_room(section, networks[name]) if name in networks else None
+        if room_id:
+            rooms.append(Room(name, room_id))
     return tuple(rooms)
 
 
@@ -122,7 +106,8 @@ class Relay:
                 await network.start(self.dispatch)
             except Exception as error:
                 raise StartupError(redact(f"{name} did not start: {error}", settings)) from None
-        files.tighten(settings.database)  # what the networks wrote (the Matrix store) included
+        # What the networks wrote (the Matrix store) included.
+        files.tighten(settings.database, [folder for name in settings.networks for folder in by_name(name).folders])
         translator = self.translator or make_translator(settings)
         translating = None
         if translator is not None:
@@ -234,13 +219,8 @@ async def run(settings: Settings) -> int:
 async def check(settings: Settings) -> int:
     """`--check`: reach every configured network and report one line per problem; a warning alone passes."""
     problems: list[str] = []
-    if settings.telegram is not None:
-        from bot.transports.telegram import TelegramTransport
-
-        telegram = settings.telegram
-        problems += await _probe("telegram", settings, lambda: TelegramTransport(telegram).check())
-    if settings.matrix is not None:
-        problems += await _probe("matrix", settings, lambda: _check_matrix(settings))
+    for name, section in settings.networks.items():
+        problems += await _probe(name, settings, partial(by_name(name).check, section, settings))
     lines = [*problems]
     warning = translator_warning(settings)
     if warning is not None:
@@ -277,15 +257,3 @@ async def _probe(name: str, settings: Settings, check_network: Callable[[], Awai
     for line in printed.getvalue().splitlines():
         print(redact(line, settings))
     return problems
-
-
-async def _check_matrix(settings: Settings) -> list[str]:
-    from bot.transports.matrix import MatrixTransport
-
-    assert settings.matrix is not None
-    db = await Database.open(settings.database)
-    try:
-        state = Repositories.over(db).state
-        return await MatrixTransport(settings.matrix, state, settings.database.parent / "matrix-store").check()
-    finally:
-        await db.close()

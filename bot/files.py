@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,6 @@ def key_path(database: Path) -> Path:
     return database.parent / "ban.key"
 
 
-def matrix_store(database: Path) -> Path:
-    return database.parent / "matrix-store"
-
-
 def prepare(database: Path) -> None:
     """Create the data folder and an empty database file with private modes, before SQLite creates them."""
     if str(database) == ":memory:":
@@ -37,8 +34,9 @@ def prepare(database: Path) -> None:
     tighten(database)
 
 
-def tighten(database: Path) -> int:
-    """Take group and other permissions off everything the bot keeps; one log line when anything changed."""
+def tighten(database: Path, folders: Iterable[str] = ()) -> int:
+    """Take group and other permissions off everything the bot keeps (the database, its key, and the `folders`
+    of the data folder that networks keep their own files in); one log line when anything changed."""
     if str(database) == ":memory:":
         return 0
     changed = 0
@@ -47,11 +45,11 @@ def tighten(database: Path) -> int:
         changed += _restrict(folder, DIRECTORY_MODE)
     for path in [database, *(Path(f"{database}{suffix}") for suffix in SIDECARS), key_path(database)]:
         changed += _restrict(path, FILE_MODE)
-    store = matrix_store(database)
-    if store.is_dir():
-        changed += _restrict(store, DIRECTORY_MODE)
-        for path in store.rglob("*"):
-            changed += _restrict(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
+    for store in (folder / name for name in folders):
+        if store.is_dir():
+            changed += _restrict(store, DIRECTORY_MODE)
+            for path in store.rglob("*"):
+                changed += _restrict(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
     if changed:
         log.warning("tightened the permissions of %d file(s) under %s: others could read them", changed, folder)
     return changed

@@ -126,11 +126,11 @@ def _message(record: logging.LogRecord) -> str:
 
 
 def secrets_of(settings: Settings) -> list[str | None]:
+    from bot.networks import by_name
+
     secrets = [settings.libretranslate_api_key, settings.deepl_api_key]
-    if settings.telegram is not None:
-        secrets.append(settings.telegram.token)
-    if settings.matrix is not None:
-        secrets += [settings.matrix.password, settings.matrix.access_token]
+    for name, section in settings.networks.items():
+        secrets += by_name(name).secrets(section)
     return secrets
 
 

@@ -25,14 +25,6 @@ class Rates:
         return {"private": self.private_interval, "channel": self.channel_interval}.get(kind, self.group_interval)
 
 
-# Telegram's documented limits: ~30 messages/s overall, ~1/s into one chat, 20/min into one group or channel.
-TELEGRAM_RATES = Rates(per_second=29.6, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
-# With allow_paid_broadcast (paid in Telegram Stars) the overall limit is 1,000 messages/s.
-TELEGRAM_PAID_RATES = Rates(per_second=990.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
-# Synapse limits messages per user, not per room: an exempted bot (override_ratelimit) goes as fast as the
-# homeserver answers; a bot that is not exempted gets 429s, and the rate adapts down to what it is allowed.
-MATRIX_RATES = Rates(per_second=100.0, private_interval=0.0, group_interval=0.0, channel_interval=0.0)
-
 
 # 429s from this many different chats within the window mean the global rate is too high.
 CROWDED_CHATS = 2

@@ -74,6 +74,10 @@ class ChatDirectory(Protocol):
 
     async def role_of(self, chat_id: str, user_id: str) -> Role: ...
 
+    def owns(self, reference: str) -> bool:
+        """Whether a chat reference a moderator typed (@name, -100…, !room, #alias) is this network's to look up."""
+        ...
+
     async def resolve_chat(self, reference: str) -> ChatRef | None:
         """A chat named by id, @username or alias, or None when the bot cannot see it."""
         ...

@@ -81,9 +81,8 @@ async def _end(ctx: Context, message: IncomingMessage, platform: str, chat_id: s
 
 
 def _platform_of(ctx: Context, reference: str) -> str | None:
-    """Matrix rooms are !id (room v12: no server part) or #alias:server; anything else names a Telegram chat."""
-    platform = "matrix" if reference[:1] in "!#" else "telegram"
-    return platform if platform in ctx.networks else None
+    """The running network whose chats look like `reference` (each network knows its own)."""
+    return next((name for name, network in ctx.networks.items() if network.owns(reference)), None)
 
 
 async def subscribe_other(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -129,7 +128,7 @@ async def unsubscribe_other(ctx: Context, message: IncomingMessage, command: Com
         return
     reference = command.words[0]
     target = await _resolve(ctx, reference)
-    platform = target.platform if target else (_platform_of(ctx, reference) or "telegram")
+    platform = target.platform if target else (_platform_of(ctx, reference) or message.chat.platform)
     await _end(ctx, message, platform, target.chat_id if target else reference)
 
 

@@ -88,6 +88,11 @@ class FakeNetwork:
     async def role_of(self, chat_id: str, user_id: str) -> Role:
         return self.roles.get((chat_id, user_id), Role.OUTSIDER)
 
+    def owns(self, reference: str) -> bool:
+        from bot.networks import by_name  # the real network's rule: the fake stands in for its transport only
+
+        return by_name(self.platform).owns(reference)
+
     async def resolve_chat(self, reference: str) -> ChatRef | None:
         return self.chats.get(reference)
 

@@ -69,8 +69,9 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 
 def test_defaults() -> None:
     settings = Settings.from_env({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-100123"})
-    assert settings.telegram is not None
-    assert settings.telegram.api_url == "https://api.telegram.org"
+    telegram = settings.section("telegram")
+    assert telegram is not None
+    assert telegram.api_url == "https://api.telegram.org"
     assert settings.database == Path("data/relay.db")
     assert settings.letter_join_seconds == 5 and settings.default_language == "en" and settings.translator == "google"
     assert TOKEN not in repr(settings)
@@ -93,7 +94,7 @@ def test_the_repr_of_settings_shows_no_secret() -> None:
         "TRANSLATOR": "deepl",
         "LIBRETRANSLATE_URL": "https://lt.example.org",
     })
-    shown = repr(settings) + str(settings) + repr(settings.telegram) + repr(settings.matrix)
+    shown = repr(settings) + str(settings) + repr(settings.section("telegram")) + repr(settings.section("matrix"))
     for name, secret in secrets.items():
         assert secret not in shown, name
     assert "example.org" in shown  # the repr still says something
@@ -102,5 +103,6 @@ def test_the_repr_of_settings_shows_no_secret() -> None:
 def test_matrix_encryption_is_on_unless_turned_off() -> None:
     matrix = {"MATRIX_HOMESERVER": "https://m.org", "MATRIX_USER": "@relay:m.org", "MATRIX_PASSWORD": "p",
               "MATRIX_MODERATION_ROOM": "!r:m.org"}
-    on, off = Settings.from_env(matrix).matrix, Settings.from_env({**matrix, "MATRIX_ENCRYPTION": "false"}).matrix
+    on = Settings.from_env(matrix).section("matrix")
+    off = Settings.from_env({**matrix, "MATRIX_ENCRYPTION": "false"}).section("matrix")
     assert on is not None and on.encryption and off is not None and not off.encryption

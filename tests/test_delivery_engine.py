@@ -19,7 +19,8 @@ import pytest
 from bot.app import Relay
 from bot.config import Settings
 from bot.delivery import concurrency_for
-from bot.pacing import TELEGRAM_RATES, Pacer, Rates
+from bot.networks.telegram import TELEGRAM_RATES
+from bot.pacing import Pacer, Rates
 from storage.db import Database
 from storage.repositories import Repositories
 from tests.emulators.telegram import Limits, TelegramEmulator

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bot import files
 from bot.app import Relay, StartupError
 from bot.config import Settings
+from bot.networks.matrix import STORE_FOLDER
 from bot.transports import matrix_crypto
 from tests.homeserver import DEFAULT_PASSWORD, Homeserver, fresh_name
 from tests.matrix_crypto_people import EncryptedPerson
@@ -195,7 +195,7 @@ async def test_rejected_letter_is_scrubbed_from_an_encrypted_card(secret: Secret
 async def test_restart_keeps_the_device_and_reads_new_letters(secret: Secret) -> None:
     relay = await secret.start_bot()
     device = relay.networks["matrix"].client.device_id  # type: ignore[attr-defined]
-    store = files.matrix_store(secret.database)
+    store = secret.database.parent / STORE_FOLDER
     devices_before = await _devices(secret, store)
     dm = await secret.alice.direct_room(secret.bot_user)
     await secret.alice.send_text(dm, "The first letter, before the restart.")

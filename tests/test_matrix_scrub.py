@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from nio import ErrorResponse
 
-from bot.config import MatrixSettings
+from bot.networks.matrix import MatrixSettings
 from bot.transports.matrix import SCRUB_REASON, MatrixTransport
 from handlers.events import Action, Event, OutgoingMessage, RemoteRef
 from tests.homeserver import Homeserver, fresh_name

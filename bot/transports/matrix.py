@@ -54,8 +54,9 @@ from nio.api import RelationshipType
 from nio.exceptions import EncryptionError, LocalProtocolError, OlmUnverifiedDeviceError, SendRetryError
 from nio.responses import RoomEventRelationsResponse
 
-from bot.config import MatrixSettings
 from bot.files import PrivateFile, keep_private
+from bot.networks.matrix import MatrixSettings
+from bot.networks.matrix import owns as owns_reference
 from bot.transports.matrix_crypto import KeyChores, Undecrypted, encryption_unavailable, fingerprint
 from handlers.events import (
     ENCRYPTED,
@@ -688,6 +689,9 @@ class MatrixTransport:
             return float("inf")  # room v12+: creators outrank every power level (nio 0.26 reports 0)
         levels = await self._state(room_id, "m.room.power_levels")
         return float(levels.get("users", {}).get(user_id, levels.get("users_default", 0)))
+
+    def owns(self, reference: str) -> bool:
+        return owns_reference(reference)
 
     async def resolve_chat(self, reference: str) -> ChatRef | None:
         room_id = await self._join(reference)

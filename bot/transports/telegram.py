@@ -27,8 +27,9 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, Re
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
-from bot.config import TelegramSettings
 from bot.markup import render_telegram_html
+from bot.networks.telegram import TelegramSettings
+from bot.networks.telegram import owns as owns_reference
 from bot.pacing import Pacer
 from bot.transports.telegram_updates import TolerantBot
 from handlers.events import (
@@ -209,6 +210,9 @@ class TelegramTransport:
             log.debug("telegram: member %s of %s unknown: %s", user_id, chat_id, error)
             return Role.OUTSIDER
         return _role(member)
+
+    def owns(self, reference: str) -> bool:
+        return owns_reference(reference)
 
     async def resolve_chat(self, reference: str) -> ChatRef | None:
         try:

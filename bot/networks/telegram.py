@@ -1,0 +1,91 @@
+"""Telegram, as the core sees it: its settings section, rates, secrets, transport, check and moderation chat."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from bot.networks.base import Needs
+from bot.pacing import Rates
+from bot.reading import ConfigError, Reader
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from handlers.context import Network
+
+# Telegram's documented limits: ~30 messages/s overall, ~1/s into one chat, 20/min into one group or channel.
+TELEGRAM_RATES = Rates(per_second=29.6, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+# With allow_paid_broadcast (paid in Telegram Stars) the overall limit is 1,000 messages/s.
+TELEGRAM_PAID_RATES = Rates(per_second=990.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+_TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{10,}$")
+# `@channelname` or a numeric chat id (`-100…` for channels and supergroups).
+_REFERENCE = re.compile(r"^(?:@\w{1,64}|-?\d{1,20})$")
+# The worker's sends in flight, plus room for replies, card edits and the long poll.
+SPARE_CONNECTIONS = 8
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    token: str
+    api_url: str
+    moderation_chat: str
+    paid_broadcast: bool
+    per_second: float | None = None  # TELEGRAM_MESSAGES_PER_SECOND: the operator's overall rate
+
+    def __repr__(self) -> str:
+        # Keep the token out of logs and tracebacks.
+        return f"TelegramSettings(api_url={self.api_url!r}, moderation_chat={self.moderation_chat!r})"
+
+
+def owns(reference: str) -> bool:
+    """Whether a chat reference a moderator typed names a Telegram chat."""
+    return bool(_REFERENCE.match(reference))
+
+
+class TelegramNetwork:
+    name = "telegram"
+    switch = "TELEGRAM_TOKEN"
+    moderator_account = (re.compile(r"^\d{1,20}$"), "a numeric user id (the bot's /id shows it)")
+    moderator_example = "telegram:123456789"
+    folders = ()
+
+    def owns(self, reference: str) -> bool:
+        return owns(reference)
+
+    def section(self, reader: Reader) -> TelegramSettings | None:
+        token = reader.optional("TELEGRAM_TOKEN")
+        if token is None:
+            return None
+        if not _TOKEN.match(token):
+            raise ConfigError("TELEGRAM_TOKEN", "does not look like a bot token from @BotFather (digits:letters)")
+        return TelegramSettings(
+            token=token,
+            api_url=reader.url("TELEGRAM_API_URL", "https://api.telegram.org"),
+            moderation_chat=reader.chat_id("TELEGRAM_MODERATION_CHAT"),
+            paid_broadcast=reader.flag("TELEGRAM_PAID_BROADCAST", False),
+            per_second=reader.optional_number("TELEGRAM_MESSAGES_PER_SECOND", minimum=0.1, maximum=1000),
+        )
+
+    def secrets(self, section: TelegramSettings) -> list[str | None]:
+        return [section.token]
+
+    def rates(self, section: TelegramSettings) -> Rates:
+        rates = TELEGRAM_PAID_RATES if section.paid_broadcast else TELEGRAM_RATES
+        return replace(rates, per_second=section.per_second) if section.per_second else rates
+
+    def build(self, section: TelegramSettings, needs: Needs) -> Network:
+        from bot.transports.telegram import TelegramTransport
+
+        return TelegramTransport(section, needs.pacer, connection_pool_size=needs.concurrency + SPARE_CONNECTIONS)
+
+    async def check(self, section: TelegramSettings, settings: Settings) -> list[str]:
+        from bot.transports.telegram import TelegramTransport
+
+        return await TelegramTransport(section).check()
+
+    def moderation_room(self, section: TelegramSettings, network: Network) -> str | None:
+        return section.moderation_chat
+
+
+NETWORK = TelegramNetwork()
