@@ -7,7 +7,7 @@ import logging
 from handlers.common import gettext_for, retry_of, send
 from handlers.context import Context, Room
 from handlers.events import Action, OutgoingMessage, RemoteRef
-from handlers.ports import DeliveryError
+from handlers.ports import Capability, DeliveryError
 from handlers.text import split_text
 from storage.cards import Card
 from storage.deliveries import Progress
@@ -240,7 +240,7 @@ async def _scrub_cards(ctx: Context, letter: Letter, status: str) -> None:
         except DeliveryError as error:
             log.warning("letter #%d: a card part could not be scrubbed: %s", letter.id, error.reason)
             continue
-        if card.part == 0 and not network.scrub_keeps_message:
+        if card.part == 0 and Capability.SCRUB_IN_PLACE not in network.capabilities:
             # The card now shows as deleted: the decision must still be visible in the room.
             await send(ctx, card.platform, OutgoingMessage(chat_id=card.chat_id, text=status, silent=True))
 

@@ -9,6 +9,7 @@ from handlers import broadcast, cards, privacy
 from handlers.common import Command, command_text, gettext_for, letter_number, refuse_outside, reply, send
 from handlers.context import Context
 from handlers.events import ActionPressed, ChatRef, IncomingMessage, OutgoingMessage, Role, UserRef
+from handlers.ports import Capability
 from storage.letters import Decision, Letter
 
 log = logging.getLogger(__name__)
@@ -45,20 +46,26 @@ async def refuse(ctx: Context, message: IncomingMessage, reading: bool) -> None:
 
 async def on_press(ctx: Context, press: ActionPressed) -> None:
     _ = gettext_for(ctx, ctx.moderation_language())
-    network = ctx.network(press.chat.platform)
     action, _sep, number = press.data.partition(":")
     if action == "react":
         action, number = await _reacted(ctx, press, number)
     if action not in ("approve", "reject") or not number.isdigit():
         if not press.data.startswith("react:"):  # people react to cards with all kinds of emoji
-            await network.answer_press(press.token, _("This button is no longer valid."))
+            await _answer(ctx, press, _("This button is no longer valid."))
         return
     if not await is_moderator(ctx, press.chat, press.user):
-        await network.answer_press(press.token, _("Only moderators can decide on letters."))
+        await _answer(ctx, press, _("Only moderators can decide on letters."))
         log.info("a press on #%s by someone who may not decide was refused", number)
         return
     outcome = await decide(ctx, int(number), action, press.user, press.chat.platform, None)
-    await network.answer_press(press.token, outcome)
+    await _answer(ctx, press, outcome)
+
+
+async def _answer(ctx: Context, press: ActionPressed, text: str) -> None:
+    """Where a press has a private answer (Telegram); elsewhere the outcome shows on the card itself."""
+    network = ctx.network(press.chat.platform)
+    if Capability.PRESS_ANSWERS in network.capabilities:
+        await network.answer_press(press.token, text)
 
 
 REACTIONS = {symbol: decision for decision, symbol in cards.DECISION_SYMBOLS.items()}

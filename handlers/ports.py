@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -44,13 +45,22 @@ class DeliveryError(Exception):
         self.paced = paced
 
 
+class Capability(enum.Enum):
+    """What a network can do beyond sending text; the handlers ask instead of calling methods that do nothing."""
+
+    BUTTONS = "buttons"  # a message carries its actions as buttons (their labels)
+    REACTIONS = "reactions"  # actions are reactions on the message (their symbols)
+    PRESS_ANSWERS = "press answers"  # a press gets a private answer, seen by the one who pressed
+    SCRUB_IN_PLACE = "scrub in place"  # a scrubbed message keeps its place (else it shows as deleted)
+
+
 class Transport(Protocol):
     """What every network offers the bot: start, stop, send, edit (platform quirks stay behind it)."""
 
     platform: str
+    capabilities: frozenset[Capability]
     command_prefix: str  # "/" on Telegram, "!" on Matrix
     max_text_length: int  # longest text of one message, in `text_length` units
-    scrub_keeps_message: bool  # False where a scrubbed message shows as deleted (Matrix redactions)
     # The name commands are addressed to (`/approve@RelayBot`), where the network has that convention; else None.
     bot_username: str | None
 
@@ -89,7 +99,7 @@ class ChatDirectory(Protocol):
         ...
 
     async def answer_press(self, token: str | None, text: str) -> None:
-        """Acknowledge a button press with a short notice only the presser sees (where the platform has one)."""
+        """Acknowledge a button press with a short notice only the presser sees (Capability.PRESS_ANSWERS)."""
         ...
 
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from handlers.events import ChatKind, ChatRef, OutgoingMessage, RemoteRef, Role
-from handlers.ports import DeliveryError, Dispatch
+from handlers.ports import Capability, DeliveryError, Dispatch
 from handlers.text import utf16_len
 
 
@@ -34,7 +34,7 @@ class Posted:
 
 class FakeNetwork:
     command_prefix = "/"
-    scrub_keeps_message = True
+    capabilities = frozenset({Capability.BUTTONS, Capability.PRESS_ANSWERS, Capability.SCRUB_IN_PLACE})
     bot_username: str | None = "RelayBot"
 
     def __init__(self, platform: str = "telegram", max_text_length: int = 4096) -> None:

@@ -76,7 +76,7 @@ from handlers.events import (
     UserRef,
 )
 from handlers.loggable import without_ids
-from handlers.ports import DeliveryError, Dispatch
+from handlers.ports import Capability, DeliveryError, Dispatch
 from handlers.text import is_clean_id, valid_unicode
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,9 @@ class MatrixTransport:
     platform = PLATFORM
     command_prefix = "!"
     max_text_length = MAX_TEXT_BYTES
-    # Clients show a redacted card as "message deleted": its new state must be posted on its own.
-    scrub_keeps_message = False
+    # Actions are reactions, with no private answer; clients show a redacted card as "message deleted", so its new
+    # state must be posted on its own (no SCRUB_IN_PLACE).
+    capabilities = frozenset({Capability.REACTIONS})
     bot_username = None  # Matrix commands name no bot
 
     def __init__(self, settings: MatrixSettings, state: KeyValue, store_path: Path) -> None:

@@ -46,7 +46,7 @@ from handlers.events import (
     UserRef,
 )
 from handlers.loggable import without_ids
-from handlers.ports import DeliveryError, Dispatch
+from handlers.ports import Capability, DeliveryError, Dispatch
 from handlers.text import defuse_mentions, utf16_len, valid_unicode
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class TelegramTransport:
     platform = PLATFORM
     command_prefix = "/"
     max_text_length = MAX_TEXT
-    scrub_keeps_message = True  # an edit replaces the text in place
+    # Buttons with private answers; a scrub is an edit, which replaces the text in place.
+    capabilities = frozenset({Capability.BUTTONS, Capability.PRESS_ANSWERS, Capability.SCRUB_IN_PLACE})
 
     def __init__(self, settings: TelegramSettings, pacer: Pacer | None = None, connection_pool_size: int = 16) -> None:
         self.settings = settings
