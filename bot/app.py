@@ -27,7 +27,7 @@ from handlers.context import Context, Network, Policy, Room
 from handlers.events import Event
 from handlers.ports import SystemClock, Translator
 from handlers.translating import TranslationService
-from storage.db import Database
+from storage.db import Database, DatabaseTooNew
 from storage.repositories import Repositories
 from storage.state import StateRepository
 
@@ -96,7 +96,10 @@ class Relay:
         settings = self.settings
         self.intake = FairIntake(self._handle)
         files.prepare(settings.database)
-        self.db = await Database.open(settings.database)
+        try:
+            self.db = await Database.open(settings.database)
+        except DatabaseTooNew as error:
+            raise StartupError(str(error)) from None
         repos = Repositories.over(self.db)
         pacers = {name: Pacer(rates) for name, rates in (self.rates or rates_for(settings)).items()}
         self.networks = self.networks or build_networks(settings, repos.state, pacers)
@@ -119,7 +122,6 @@ class Relay:
                 default_language=settings.default_language,
                 moderation_rooms=moderation_rooms(settings, self.networks),
                 letter_join_seconds=settings.letter_join_seconds,
-                translation_wait=settings.translation_wait,
                 retention_days=settings.retention_days,
                 moderators=settings.moderators,
                 letters_per_day=settings.letters_per_day,

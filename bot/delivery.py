@@ -73,6 +73,7 @@ class DeliveryWorker:
         # Sends waiting to be recorded: many go into one transaction (a group commit) while the last one runs.
         self._to_commit: list[tuple[tuple[int, int, tuple[str, ...]], asyncio.Future[None]]] = []
         self._committing = False
+        self._commit_task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -187,7 +188,8 @@ class DeliveryWorker:
         self._to_commit.append(((job.id, parts, remote_ids), future))
         if not self._committing:
             self._committing = True
-            asyncio.get_running_loop().create_task(self._commit())
+            # Kept: the loop holds only a weak reference to a task, which could vanish mid-commit.
+            self._commit_task = asyncio.get_running_loop().create_task(self._commit())
         await future
 
     async def _commit(self) -> None:

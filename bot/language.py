@@ -36,10 +36,3 @@ class LinguaDetector:
         if language is None:
             return UNDETERMINED
         return language.iso_code_639_1.name.lower()
-
-
-class UndeterminedDetector:
-    """For tests that do not care about languages."""
-
-    def detect(self, text: str) -> str:
-        return UNDETERMINED

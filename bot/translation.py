@@ -89,10 +89,8 @@ class TranslatorSettings(Protocol):
     def deepl_api_key(self) -> str | None: ...
 
 
-def build_translator(settings: TranslatorSettings) -> Translator | None:
-    """The translator the settings ask for, or None for `none`."""
-    if settings.translator == "none":
-        return None
+def build_translator(settings: TranslatorSettings) -> Translator:
+    """The translator the settings ask for (`none` is the composition root's: it loads no translation library)."""
     return DeepTranslator(
         settings.translator,
         libre_url=settings.libretranslate_url,

@@ -124,7 +124,7 @@ async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
             except DeliveryError as error:
                 _card_failed(ctx, letter.id, room, error, attempt)
                 break
-            await ctx.repos.cards.add(Card(letter.id, ref.platform, ref.chat_id, ref.message_id, part, len(bodies)))
+            await ctx.repos.cards.add(Card(letter.id, ref.platform, ref.chat_id, ref.message_id, part))
             added = True
     if added:
         await _catch_up(ctx, letter.id)

@@ -35,7 +35,6 @@ class Policy:
     default_language: str
     moderation_rooms: tuple[Room, ...]
     letter_join_seconds: float = 5.0
-    translation_wait: float = 600.0
     # How long a decided letter stays linked to its sender's account; 0: until the sender has been told.
     retention_days: float = 30.0
     # "telegram:123", "matrix:@mo:example.org"; empty: every member of a moderation room moderates.

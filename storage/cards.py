@@ -14,7 +14,6 @@ class Card:
     chat_id: str
     message_id: str
     part: int
-    parts: int
 
 
 class CardRepository:
@@ -23,9 +22,9 @@ class CardRepository:
 
     async def add(self, card: Card) -> None:
         await self.db.execute(
-            """INSERT OR REPLACE INTO cards (letter_id, platform, chat_id, message_id, part, parts)
-               VALUES (?, ?, ?, ?, ?, ?)""",
-            (card.letter_id, card.platform, card.chat_id, card.message_id, card.part, card.parts),
+            """INSERT OR REPLACE INTO cards (letter_id, platform, chat_id, message_id, part)
+               VALUES (?, ?, ?, ?, ?)""",
+            (card.letter_id, card.platform, card.chat_id, card.message_id, card.part),
         )
 
     async def for_letter(self, letter_id: int) -> list[Card]:

@@ -25,6 +25,10 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+class DatabaseTooNew(RuntimeError):
+    """The database was migrated by a newer version of the bot: this one would misread it, so it does not start."""
+
+
 class Database:
     """One connection shared by the whole process; writes are serialised by `transaction()`."""
 
@@ -46,7 +50,11 @@ class Database:
         # Deleted rows are overwritten, not left in free pages: what was purged cannot be read back.
         await connection.execute("PRAGMA secure_delete = ON")
         database = cls(connection)
-        await database.migrate()
+        try:
+            await database.migrate()
+        except BaseException:
+            await connection.close()  # its thread would keep the process alive
+            raise
         return database
 
     async def close(self) -> None:
@@ -55,6 +63,12 @@ class Database:
     async def migrate(self) -> None:
         async with self.connection.execute("PRAGMA user_version") as cursor:
             (version,) = await cursor.fetchone()
+        latest = max(number for number, _script in _migrations())
+        if version > latest:
+            raise DatabaseTooNew(
+                f"DATABASE: the database is at version {version}, and this version of the bot knows up to {latest}: "
+                "a newer version has used it; run that one, or restore a backup made with this one"
+            )
         # A migration may rebuild a table others refer to (SQLite's documented 12-step way): foreign keys are
         # off while it runs, and checked before it commits. The pragma is a no-op inside a transaction.
         await self.connection.execute("PRAGMA foreign_keys = OFF")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from storage.db import Database
 from storage.letters import Decision, NewPart, join_parts
 from storage.repositories import Repositories
@@ -76,3 +78,19 @@ def test_client_split_parts_are_rejoined_with_the_whitespace_the_client_dropped(
     assert join_parts(["We are with", "you."]) == "We are with you."
     assert join_parts(["End of a sentence.", "Next paragraph"]) == "End of a sentence.\nNext paragraph"
     assert join_parts(["kept ", "as is"]) == "kept as is"
+
+
+async def test_a_database_from_a_newer_bot_stops_the_start(tmp_path: Path) -> None:
+    """An older bot would misread a newer schema (or undo it): it refuses, with one line naming DATABASE."""
+    from bot.app import Relay, StartupError
+    from bot.config import Settings
+
+    path = tmp_path / "relay.db"
+    db = await Database.open(path)
+    await db.connection.execute("PRAGMA user_version = 999")
+    await db.close()
+    relay = Relay(Settings.from_env({"TELEGRAM_TOKEN": "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                                     "TELEGRAM_MODERATION_CHAT": "-100123", "DATABASE": str(path)}))
+    with pytest.raises(StartupError, match=r"^DATABASE: the database is at version 999"):
+        await relay.start()
+    await relay.stop()

@@ -18,7 +18,9 @@ import requests
 from aiohttp import web
 from deep_translator.constants import BASE_URLS, LIBRE_LANGUAGES_TO_CODES
 
-from bot.translation import DeepTranslator, TranslationError, build_translator
+from bot import app
+from bot.translation import DeepTranslator, build_translator
+from handlers.ports import TranslationError
 from handlers.text import split_text
 from tests.emulators.libretranslate import FakeLibreTranslate
 
@@ -448,7 +450,7 @@ async def test_build_translator_follows_the_settings(libre: FakeLibreTranslate) 
             translator=translator, libretranslate_url=libre.url, libretranslate_api_key=None, deepl_api_key=None
         )
 
-    assert build_translator(settings("none")) is None
+    assert app.make_translator(settings("none")) is None  # type: ignore[arg-type]
     translator = build_translator(settings("libre"))
     assert isinstance(translator, DeepTranslator)
     try:
