@@ -389,7 +389,9 @@ def part_text(index: int) -> str:
 async def join_attack(parts: int, budget: float) -> dict[str, Any]:
     from bot.i18n import Catalogues
     from bot.keys import AccountKey
+    from handlers import effects
     from handlers.context import Context, Policy, Room
+    from handlers.domain import DomainEvents
     from handlers.events import ChatKind, ChatRef, IncomingMessage, UserRef
     from handlers.router import dispatch
     from storage.db import Database
@@ -411,6 +413,7 @@ async def join_attack(parts: int, budget: float) -> dict[str, Any]:
                 detector=_FixedDetector(),
                 translating=None,
                 hasher=AccountKey(b"k" * 32),
+                events=effects.subscribe(DomainEvents()),
             )
             user = "6000000001"
             chat = ChatRef("telegram", user, ChatKind.PRIVATE)

@@ -243,8 +243,10 @@ class Intake:
 async def measure(sizes: Sizes) -> dict[str, Any]:
     from bot.i18n import Catalogues
     from bot.keys import AccountKey
+    from handlers import effects
     from handlers import privacy as privacy_handlers
     from handlers.context import Context, Policy, Room
+    from handlers.domain import DomainEvents
     from handlers.ports import SystemClock
     from storage.db import Database
     from storage.letters import LetterRepository
@@ -332,6 +334,7 @@ async def measure(sizes: Sizes) -> dict[str, Any]:
                 detector=FixedDetector(),
                 translating=None,
                 hasher=AccountKey(b"k" * 32),
+                events=effects.subscribe(DomainEvents()),
             )
             intake = Intake(ctx, network, stored_at)
             await intake.run(20)  # warm-up: statement cache, pages of the new rows

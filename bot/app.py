@@ -22,8 +22,9 @@ from bot.logs import redact
 from bot.networks import Needs, by_name
 from bot.pacing import Pacer, Rates
 from bot.scheduler import TaskScheduler
-from handlers import privacy, rooms, router, submission
+from handlers import effects, privacy, rooms, router, submission
 from handlers.context import Context, Network, Policy, Room
+from handlers.domain import DomainEvents
 from handlers.events import Event
 from handlers.ports import SystemClock, Translator
 from handlers.translating import TranslationService
@@ -134,6 +135,7 @@ class Relay:
             detector=LinguaDetector(),
             translating=translating,
             hasher=AccountKey.load_or_create(files.key_path(settings.database)),
+            events=effects.subscribe(DomainEvents()),
         )
         self.worker = DeliveryWorker(self.ctx, {name: pacers[name] for name in self.networks})
         self.ctx.wake_delivery = self._wake_delivery

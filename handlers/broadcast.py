@@ -8,6 +8,7 @@ from dataclasses import replace
 from handlers import cards
 from handlers.common import gettext_for, send
 from handlers.context import Context
+from handlers.domain import LetterDecided
 from handlers.events import OutgoingMessage
 from handlers.subscriptions import subscriber_name
 from handlers.text import split_text
@@ -116,3 +117,11 @@ async def _report_text(ctx: Context, letter_id: int) -> str:
     if failed:
         text += "; " + _("{count} failed ({reasons})").format(count=len(failed), reasons="; ".join(failed))
     return text + "."
+
+
+async def on_decided(ctx: Context, event: LetterDecided) -> None:
+    """An approved letter's deliveries were queued with the decision: the worker is woken for them (and a letter
+    with no subscriber at all is reported as published at once)."""
+    if event.decision.action == "approve":
+        ctx.wake_delivery()
+        await report_if_finished(ctx, event.letter.id)

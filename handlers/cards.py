@@ -6,6 +6,7 @@ import logging
 
 from handlers.common import gettext_for, retry_of, send
 from handlers.context import Context, Room
+from handlers.domain import LetterDecided, LetterWithdrawn
 from handlers.events import Action, OutgoingMessage, RemoteRef
 from handlers.ports import Capability, DeliveryError
 from handlers.text import split_text
@@ -250,3 +251,11 @@ async def _edit(ctx: Context, card: Card, message: OutgoingMessage) -> None:
         await ctx.network(card.platform).edit(RemoteRef(card.platform, card.chat_id, card.message_id), message)
     except DeliveryError as error:
         log.warning("letter #%d: a card on %s was not edited: %s", card.letter_id, card.platform, error.reason)
+
+
+async def on_decided(ctx: Context, event: LetterDecided) -> None:
+    await show_status(ctx, event.letter.id, decision_status(ctx, event.decision))
+
+
+async def on_withdrawn(ctx: Context, event: LetterWithdrawn) -> None:
+    await show_status(ctx, event.decision.letter_id, decision_status(ctx, event.decision))

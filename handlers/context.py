@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from handlers.domain import DomainEvents
 from handlers.limits import RefusalGate
 from handlers.ports import AccountHasher, ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Transport
 from handlers.translating import TranslationService
@@ -61,6 +62,8 @@ class Context:
     # Serialises joining, announcing and deciding, whose check-then-act steps span several awaits.
     letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     refusals: RefusalGate = field(default_factory=RefusalGate)
+    # What follows a decision (cards, notices, the broadcast queue, retention): subscribed at the composition root.
+    events: DomainEvents = field(default_factory=DomainEvents)
 
     def network(self, platform: str) -> Network:
         return self.networks[platform]

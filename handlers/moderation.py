@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
-from handlers import broadcast, cards, privacy
-from handlers.common import Command, command_text, gettext_for, letter_number, refuse_outside, reply, send
+from handlers import cards
+from handlers.common import Command, command_text, gettext_for, letter_number, refuse_outside, reply
 from handlers.context import Context
-from handlers.events import ActionPressed, ChatRef, IncomingMessage, OutgoingMessage, Role, UserRef
+from handlers.domain import LetterDecided
+from handlers.events import ActionPressed, ChatRef, IncomingMessage, Role, UserRef
 from handlers.ports import Capability
-from storage.letters import Decision, Letter
+from storage.letters import Decision
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +113,9 @@ async def decide(ctx: Context, number: int, action: str, moderator: UserRef, pla
     if not taken:
         return await _already_decided(ctx, number)
     log.info("letter #%d: %s (%s)", number, action, platform)
-    await cards.show_status(ctx, number, cards.decision_status(ctx, decision))
+    await ctx.events.publish(ctx, LetterDecided(letter, decision))
     if action == "approve":
-        await _tell_sender_approved(ctx, letter)
-        ctx.wake_delivery()
-        await broadcast.report_if_finished(ctx, number)
-        await privacy.after_told(ctx)
         return _("#{number} approved.").format(number=number)
-    await _tell_sender_rejected(ctx, letter, reason)
-    await privacy.after_told(ctx)
     return _("#{number} rejected.").format(number=number)
 
 
@@ -137,34 +132,6 @@ async def _already_decided(ctx: Context, number: int) -> str:
     else:
         text = _("#{number} was withdrawn by its sender at {time}.")
     return text.format(number=number, moderator=first.moderator, time=at)
-
-
-async def _tell_sender_approved(ctx: Context, letter: Letter) -> None:
-    sender = await ctx.repos.senders.get(letter.sender_id)
-    if sender is None:
-        return
-    subscriptions = await ctx.repos.subscriptions.active()
-    languages = {subscription.language for subscription in subscriptions}
-    ngettext = ctx.texts.ngettext(sender.language or ctx.policy.default_language)
-    text = ngettext(
-        "✅ Your letter #{number} was approved and is on its way to {count} subscriber in {languages} language(s).",
-        "✅ Your letter #{number} was approved and is on its way to {count} subscribers in {languages} language(s).",
-        len(subscriptions),
-    ).format(number=letter.id, count=len(subscriptions), languages=len(languages))
-    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
-
-
-async def _tell_sender_rejected(ctx: Context, letter: Letter, reason: str | None) -> None:
-    sender = await ctx.repos.senders.get(letter.sender_id)
-    if sender is None:
-        return
-    _ = gettext_for(ctx, sender.language)
-    if reason:
-        text = _("Your letter #{number} was not published. The moderators said: “{reason}”.")
-    else:
-        text = _("Your letter #{number} was not published.")
-    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text.format(
-        number=letter.id, reason=reason)))
 
 
 async def pending(ctx: Context, message: IncomingMessage, command: Command) -> None:

@@ -139,3 +139,8 @@ async def _withdraw_pending(ctx: Context, platform: str, user_id: str) -> list[i
             withdrawn.append(letter_id)
             await cards.show_status(ctx, letter_id, cards.decision_status(ctx, decision))
     return withdrawn
+
+
+async def on_decided(ctx: Context, event: object) -> None:
+    """The sender has been told of a decision or withdrawal: with RETENTION_DAYS=0 the link goes now."""
+    await after_told(ctx)

@@ -8,6 +8,7 @@ import logging
 from handlers import cards, editing, privacy
 from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply, send
 from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
+from handlers.domain import LetterWithdrawn
 from handlers.events import UNDECRYPTABLE, ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
 from handlers.text import clean_text
 from storage.letters import (
@@ -338,9 +339,8 @@ async def _withdraw(ctx: Context, chat: ChatRef, language: str | None, number: i
         await reply(ctx, chat, _("Letter #{number} was already decided and can't be withdrawn.")
                     .format(number=number))
         return
-    await cards.show_status(ctx, number, cards.decision_status(ctx, decision))
     await reply(ctx, chat, _("Letter #{number} is withdrawn. Nobody will see it.").format(number=number))
-    await privacy.after_told(ctx)
+    await ctx.events.publish(ctx, LetterWithdrawn(decision))
 
 
 async def announce_leftovers(ctx: Context) -> None:

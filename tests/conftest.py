@@ -12,7 +12,9 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.i18n import Catalogues
 from bot.keys import AccountKey
+from handlers import effects
 from handlers.context import Context, Policy, Room
+from handlers.domain import DomainEvents
 from handlers.events import ChatKind, ChatRef, IncomingMessage, Role, UserRef
 from storage.db import Database
 from storage.repositories import Repositories
@@ -82,6 +84,7 @@ async def world() -> AsyncIterator[World]:
         detector=FixedDetector(),
         translating=None,
         hasher=AccountKey(b"k" * 32),
+        events=effects.subscribe(DomainEvents()),
     )
     moderator = UserRef("telegram", "900", "Mo", "en")
     network.roles[(MODS, "900")] = Role.MEMBER

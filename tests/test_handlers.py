@@ -280,3 +280,29 @@ async def test_unreadable_encrypted_messages_are_answered_where_the_bot_reads(wo
     await dispatch(replace(plain_bot, event_id="twice", message_id="twice"), world.ctx)
     assert len(texts_in(world, "2")) == 1 and "chat without encryption" in texts_in(world, "2")[0]
     assert await world.ctx.repos.letters.get(1) is None
+
+
+async def test_a_decision_is_one_domain_event_and_each_effect_stands_alone(world: World) -> None:
+    """Deciding publishes LetterDecided once; a new sink (an archive) subscribes without the deciding code knowing
+    it; an effect that fails leaves the others (cards, the sender's notice) to run."""
+    from handlers import effects
+    from handlers.domain import DomainEvents, LetterDecided
+
+    seen: list[LetterDecided] = []
+
+    async def broken_sink(ctx: object, event: LetterDecided) -> None:
+        raise RuntimeError("the archive is down")
+
+    async def archive(ctx: object, event: LetterDecided) -> None:
+        seen.append(event)
+
+    events = DomainEvents()
+    events.subscribe(LetterDecided, broken_sink)
+    world.ctx.events = effects.subscribe(events)
+    world.ctx.events.subscribe(LetterDecided, archive)
+    await submit(world, "Fuerza, compañeras")
+    await press(world, 1, "approve")
+    await press(world, 1, "approve")  # a second press decides nothing: no second event
+    assert [(event.letter.id, event.decision.action) for event in seen] == [(1, "approve")]
+    assert any("approved" in text for text in texts_in(world, "1"))
+    assert "approved by Mo" in card(world, 1).full_text
