@@ -179,7 +179,7 @@ class DeliveryWorker:
         if now - self._progress_shown.get(letter_id, 0.0) >= PROGRESS_EVERY:
             self._progress_shown[letter_id] = now
             await broadcast.show_progress(self.ctx, letter_id)
-        await broadcast.report_if_finished(self.ctx, letter_id)
+        await broadcast.publish_if_done(self.ctx, letter_id)
 
     async def _record_sent(self, job: DeliveryJob, parts: int, remote_ids: tuple[str, ...]) -> None:
         """Returns once the delivery is durably recorded as sent; commits are shared by the sends that are

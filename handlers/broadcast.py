@@ -8,7 +8,7 @@ from dataclasses import replace
 from handlers import cards
 from handlers.common import gettext_for, send
 from handlers.context import Context
-from handlers.domain import LetterDecided
+from handlers.domain import LetterDecided, LetterPublished
 from handlers.events import OutgoingMessage
 from handlers.subscriptions import subscriber_name
 from handlers.text import split_text
@@ -86,18 +86,21 @@ async def show_progress(ctx: Context, letter_id: int) -> None:
         await cards.show_status(ctx, letter_id, cards.decision_status(ctx, decision, progress))
 
 
-async def report_if_finished(ctx: Context, letter_id: int) -> None:
-    """Once no delivery of the letter is open: the final status on its cards and a report in every room."""
+async def publish_if_done(ctx: Context, letter_id: int) -> None:
+    """Once no delivery of the letter is open, it is published: LetterPublished, once (marked in the database)."""
     if await ctx.repos.deliveries.any_open(letter_id):
         return
     if not await ctx.repos.letters.mark_reported(letter_id, ctx.clock.now()):
         return
     progress = await ctx.repos.deliveries.progress(letter_id)
     decision = await ctx.repos.letters.deciding(letter_id)
-    if decision is None:
-        return
-    await cards.show_status(ctx, letter_id, cards.decision_status(ctx, decision, progress))
-    text = await _report_text(ctx, letter_id)
+    if decision is not None:
+        await ctx.events.publish(ctx, LetterPublished(decision, progress))
+
+
+async def report(ctx: Context, event: LetterPublished) -> None:
+    """A published letter's report in every moderation room: how many received it, and what went wrong."""
+    text = await _report_text(ctx, event.decision.letter_id)
     for room in ctx.policy.moderation_rooms:
         await send(ctx, room.platform, OutgoingMessage(chat_id=room.chat_id, text=text, silent=True))
 
@@ -124,4 +127,4 @@ async def on_decided(ctx: Context, event: LetterDecided) -> None:
     with no subscriber at all is reported as published at once)."""
     if event.decision.action == "approve":
         ctx.wake_delivery()
-        await report_if_finished(ctx, event.letter.id)
+        await publish_if_done(ctx, event.letter.id)

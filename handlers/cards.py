@@ -6,7 +6,7 @@ import logging
 
 from handlers.common import gettext_for, retry_of, send
 from handlers.context import Context, Room
-from handlers.domain import LetterDecided, LetterWithdrawn
+from handlers.domain import LetterDecided, LetterPublished, LetterWithdrawn
 from handlers.events import Action, OutgoingMessage, RemoteRef
 from handlers.ports import Capability, DeliveryError
 from handlers.text import split_text
@@ -259,3 +259,9 @@ async def on_decided(ctx: Context, event: LetterDecided) -> None:
 
 async def on_withdrawn(ctx: Context, event: LetterWithdrawn) -> None:
     await show_status(ctx, event.decision.letter_id, decision_status(ctx, event.decision))
+
+
+async def on_published(ctx: Context, event: LetterPublished) -> None:
+    """The card's final status: delivered to how many."""
+    decision = event.decision
+    await show_status(ctx, decision.letter_id, decision_status(ctx, decision, event.progress))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from handlers.loggable import log_failure
+from storage.deliveries import Progress
 from storage.letters import Decision, Letter
 
 if TYPE_CHECKING:
@@ -35,6 +36,14 @@ class LetterWithdrawn:
     """The sender took back a pending letter (`withdraw N`, a Matrix redaction), and has been answered."""
 
     decision: Decision
+
+
+@dataclass(frozen=True)
+class LetterPublished:
+    """Every delivery of an approved letter is done (sent, dropped or failed): it is out in the world."""
+
+    decision: Decision
+    progress: Progress
 
 
 E = TypeVar("E")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from handlers import broadcast, cards, notices, privacy
-from handlers.domain import DomainEvents, LetterDecided, LetterWithdrawn
+from handlers.domain import DomainEvents, LetterDecided, LetterPublished, LetterWithdrawn
 
 
 def subscribe(events: DomainEvents) -> DomainEvents:
@@ -14,6 +14,9 @@ def subscribe(events: DomainEvents) -> DomainEvents:
     events.subscribe(LetterDecided, notices.on_decided)
     events.subscribe(LetterDecided, broadcast.on_decided)
     events.subscribe(LetterDecided, privacy.on_decided)
+    # All deliveries done: the card's final status, then the report in every moderation room.
+    events.subscribe(LetterPublished, cards.on_published)
+    events.subscribe(LetterPublished, broadcast.report)
     events.subscribe(LetterWithdrawn, cards.on_withdrawn)
     events.subscribe(LetterWithdrawn, privacy.on_decided)
     return events
