@@ -6,7 +6,7 @@ import logging
 
 from handlers.common import gettext_for, retry_of, send
 from handlers.context import Context, Room
-from handlers.domain import LetterDecided, LetterPublished, LetterWithdrawn
+from handlers.domain import LetterAnnounced, LetterDecided, LetterPublished, LetterWithdrawn
 from handlers.events import Action, OutgoingMessage, RemoteRef
 from handlers.ports import Capability, DeliveryError
 from handlers.text import split_text
@@ -265,3 +265,7 @@ async def on_published(ctx: Context, event: LetterPublished) -> None:
     """The card's final status: delivered to how many."""
     decision = event.decision
     await show_status(ctx, decision.letter_id, decision_status(ctx, decision, event.progress))
+
+
+async def on_announced(ctx: Context, event: LetterAnnounced) -> None:
+    await post_cards(ctx, event.letter)

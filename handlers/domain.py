@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class LetterAnnounced:
+    """A letter is complete (its parts joined), receipted, and waits for the moderators."""
+
+    letter: Letter
+
+
+@dataclass(frozen=True)
 class LetterDecided:
     """A moderator approved or rejected a pending letter (the first decision: later ones are refused)."""
 

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from handlers import broadcast, cards, notices, privacy
-from handlers.domain import DomainEvents, LetterDecided, LetterPublished, LetterWithdrawn
+from handlers.domain import DomainEvents, LetterAnnounced, LetterDecided, LetterPublished, LetterWithdrawn
 
 
 def subscribe(events: DomainEvents) -> DomainEvents:
     # The cards show the decision first; the sender is told; an approved letter goes to the broadcast queue; then,
     # the sender being told, retention may cut the letter's link to their account.
+    events.subscribe(LetterAnnounced, cards.on_announced)
     events.subscribe(LetterDecided, cards.on_decided)
     events.subscribe(LetterDecided, notices.on_decided)
     events.subscribe(LetterDecided, broadcast.on_decided)

@@ -8,7 +8,7 @@ import logging
 from handlers import cards, editing, privacy
 from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply, send
 from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
-from handlers.domain import LetterWithdrawn
+from handlers.domain import LetterAnnounced, LetterWithdrawn
 from handlers.events import UNDECRYPTABLE, ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
 from handlers.text import clean_text
 from storage.letters import (
@@ -287,7 +287,7 @@ async def announce(ctx: Context, letter_id: int) -> None:
     if letter.length > MAX_LETTER_LENGTH:
         await _refuse_oversized(ctx, sender, letter)
         return
-    await cards.post_cards(ctx, letter)
+    await ctx.events.publish(ctx, LetterAnnounced(letter))
 
 
 async def _send_receipt(ctx: Context, sender: Sender, letter: Letter) -> None:
