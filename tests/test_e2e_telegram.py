@@ -368,3 +368,35 @@ async def test_rejected_token_is_one_line_without_the_token(tmp_path: Path) -> N
     assert "telegram did not start" in output and "rejected" in output
     assert wrong not in output and "WRONG-token" not in output
     assert "Traceback" not in output
+
+
+async def test_a_receipt_does_not_wait_behind_a_broadcast(scene: Scene) -> None:
+    """While a letter goes to 200 channels at Telegram's pace (about 7 s), a new supporter's receipt comes within
+    2 s: notices do not queue behind deliveries."""
+    from bot.networks.telegram import TELEGRAM_RATES
+    from tests.emulators.telegram import Limits
+
+    emu = scene.emu
+    emu.limits = Limits()
+    relay = await scene.start_bot(rates=TELEGRAM_RATES)
+    assert relay.ctx is not None
+    channels = [emu.add_channel(f"Channel {index}", username=f"channel_{index:03d}") for index in range(200)]
+    for channel in channels:
+        await relay.ctx.repos.subscriptions.subscribe("telegram", str(channel["id"]), "channel", channel["title"],
+                                                      "en", 0.0)
+    emu.user_sends(scene.alice, "To every channel that will have it.")
+    card = await scene.card(1)
+    approve = card["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    emu.press_button(scene.mo, scene.mods["id"], card["message_id"], approve)
+
+    def delivered() -> int:
+        return sum(len(emu.sent_by_bot(channel)) for channel in channels)
+
+    await emu.wait_for(lambda: delivered() >= 30, timeout=20, what="the broadcast under way")
+    bob = emu.add_user("Bob", language_code="en")
+    asked = asyncio.get_running_loop().time()
+    emu.user_sends(bob, "Fuerza desde Rosario.")
+    await scene.bot_says(bob, r"#2\b", within=10)
+    waited = asyncio.get_running_loop().time() - asked
+    assert delivered() < 200, "the broadcast was over before the receipt was asked for: nothing was measured"
+    assert waited < 2.0, f"the receipt took {waited:.2f} s"
