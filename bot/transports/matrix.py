@@ -385,7 +385,12 @@ class MatrixTransport:
         missed: list[Any] = []
         page: str | None = before
         while page is not None and len(missed) < MAX_MISSED:
-            response = await self.client.room_messages(room_id, start=page, end=since, limit=RELATIONS_PAGE)
+            try:
+                response = await self.client.room_messages(room_id, start=page, end=since, limit=RELATIONS_PAGE)
+            except (OSError, TimeoutError) as error:
+                # What was fetched is handled; the sync loop must go on whatever the history answers.
+                log.warning("matrix: a room's earlier events could not all be fetched (%s)", type(error).__name__)
+                break
             if not isinstance(response, RoomMessagesResponse) or not response.chunk:
                 break
             missed.extend(response.chunk)
