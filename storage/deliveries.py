@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.db import Database
+from storage.connection import Connection, Row
 from storage.subscriptions import Subscription, subscription_from
 
 
@@ -40,14 +40,17 @@ class Progress:
 
 
 class DeliveryRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
+        # An attempt given back (not made) never takes the count below zero.
+        self._one_attempt_back = f"attempts = {db.dialect.greatest('attempts - 1', '0')}"
 
     async def recover_in_flight(self, at: float) -> int:
         # next_attempt_at is kept: it is already due, and keeps the row's place before later letters.
-        return await self.db.execute(
+        recovered = await self.db.execute(
             "UPDATE deliveries SET state = 'queued', updated_at = ? WHERE state = 'sending'", (at,)
         )
+        return recovered.changed
 
     async def claim_due(self, now: float, limit: int, busy_chats: frozenset[tuple[str, str]] = frozenset()) -> list[
         DeliveryJob
@@ -57,15 +60,14 @@ class DeliveryRepository:
         Deliveries to chats in `busy_chats` are left queued, so one chat never has two sends in flight.
         """
         async with self.db.transaction() as db:
-            async with db.execute(
+            rows = await db.fetchall(
                 """SELECT d.id, d.letter_id, d.subscription_id, s.platform, s.chat_id, s.kind, s.language,
                           d.attempts, d.parts_sent, d.remote_ids
                    FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
                    WHERE d.state = 'queued' AND d.next_attempt_at <= ?
                    ORDER BY d.next_attempt_at, d.id LIMIT ?""",
                 (now, limit + len(busy_chats)),
-            ) as cursor:
-                rows = await cursor.fetchall()
+            )
             jobs: list[DeliveryJob] = []
             claimed_chats = set(busy_chats)
             for row in rows:
@@ -111,16 +113,16 @@ class DeliveryRepository:
     async def release(self, delivery_id: int, at: float) -> None:
         """Put back a claimed delivery that was not attempted (shutdown), without counting an attempt."""
         await self.db.execute(
-            """UPDATE deliveries SET state = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?
-               WHERE id = ? AND state = 'sending'""",
+            f"""UPDATE deliveries SET state = 'queued', {self._one_attempt_back}, updated_at = ?
+                WHERE id = ? AND state = 'sending'""",
             (at, delivery_id),
         )
 
     async def postpone(self, delivery_id: int, next_attempt_at: float) -> None:
         """Not tried (something it needs is not ready): back to the queue without spending an attempt."""
         await self.db.execute(
-            """UPDATE deliveries SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt_at = ?
-               WHERE id = ? AND state = 'sending'""",
+            f"""UPDATE deliveries SET state = 'queued', {self._one_attempt_back}, next_attempt_at = ?
+                WHERE id = ? AND state = 'sending'""",
             (next_attempt_at, delivery_id),
         )
 
@@ -162,7 +164,7 @@ class DeliveryRepository:
         return row[0]
 
 
-def _job(row) -> DeliveryJob:
+def _job(row: Row) -> DeliveryJob:
     return DeliveryJob(
         id=row["id"],
         letter_id=row["letter_id"],
