@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -81,6 +81,10 @@ class _Statements:
     async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
         async with self._connection.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
+
+
+# The query that reads every table, by schema version and tables left out: the tables are those of the version.
+_DUMPS: dict[tuple[int, frozenset[str]], str] = {}
 
 
 class Database:
@@ -167,6 +171,35 @@ class Database:
             await asyncio.sleep(0.02)
         log.warning("the WAL could not be emptied after a purge (the database stayed busy); the next purge retries")
         return False
+
+    async def schema_script(self) -> str:
+        """The schema with its version, as one script: a database made from it equals a migrated one, made in one
+        step rather than one per migration (what tests that open hundreds of databases need)."""
+        rows = await self.fetchall("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                                   "ORDER BY rowid")
+        return "".join(f"{row[0]};\n" for row in rows) + f"PRAGMA user_version = {await self.version():d};"
+
+    async def load_schema_script(self, script: str) -> None:
+        """Make this new, empty database from a script of `schema_script()` instead of migrating it."""
+        await self.connection.executescript(script)
+
+    async def rows_by_table(self, leaving_out: Collection[str] = ()) -> dict[str, list[str]]:
+        """Every row of every table (but those left out), each as one text of its quoted values, sorted, by table:
+        what a test compares to tell whether anything in the database changed."""
+        key = (await self.version(), frozenset(leaving_out))
+        if key not in _DUMPS:
+            selects = []
+            tables = await self.fetchall("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            for name in (table["name"] for table in tables if table["name"] not in leaving_out):
+                columns = [row["name"] for row in await self.fetchall(f'PRAGMA table_info("{name}")')]
+                row_text = " || ',' || ".join(f'quote("{column}")' for column in columns)
+                selects.append(f"SELECT '{name}', {row_text} FROM \"{name}\"")
+            _DUMPS[key] = " UNION ALL ".join(selects)
+        found: dict[str, list[str]] = {}
+        for name, row_text in await self.fetchall(_DUMPS[key]):
+            found.setdefault(name, []).append(row_text)
+        return {name: sorted(rows) for name, rows in found.items()}
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Statements]:
