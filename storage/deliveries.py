@@ -39,6 +39,17 @@ class Progress:
         return self.total - self.sent - self.dropped - self.failed
 
 
+@dataclass(frozen=True)
+class SentTimes:
+    """When a letter's deliveries were recorded as sent, and which needed more than one attempt."""
+
+    first: float | None
+    last: float | None
+    retried: int
+    last_by_kind: dict[str, float]  # chat kind → its last delivery's, earliest kind first
+    retry_reasons: dict[str, int]  # "kind: last error" → deliveries, most first
+
+
 class DeliveryRepository:
     def __init__(self, db: Connection) -> None:
         self.db = db
@@ -162,6 +173,36 @@ class DeliveryRepository:
     async def sent_total(self) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")
         return row[0]
+
+    async def states_of(self, letter_id: int) -> list[tuple[str, float]]:
+        """(state, next attempt at) of each of the letter's deliveries, in the order they were queued."""
+        rows = await self.db.fetchall(
+            "SELECT state, next_attempt_at FROM deliveries WHERE letter_id = ? ORDER BY id", (letter_id,)
+        )
+        return [(row["state"], row["next_attempt_at"]) for row in rows]
+
+    async def sent_times(self, letter_id: int) -> SentTimes:
+        """A broadcast's timing, for a report of how long it took; computed in the database, as a broadcast to
+        100,000 chats is as many rows."""
+        sent = await self.db.fetchone(
+            """SELECT MIN(updated_at), MAX(updated_at), SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END)
+               FROM deliveries WHERE letter_id = ? AND state = 'sent'""",
+            (letter_id,),
+        )
+        by_kind = await self.db.fetchall(
+            """SELECT s.kind, MAX(d.updated_at) FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+               WHERE d.letter_id = ? AND d.state = 'sent' GROUP BY s.kind ORDER BY 2""",
+            (letter_id,),
+        )
+        reasons = await self.db.fetchall(
+            """SELECT s.kind || ': ' || COALESCE(d.last_error, '?'), COUNT(*) FROM deliveries d
+               JOIN subscriptions s ON s.id = d.subscription_id
+               WHERE d.letter_id = ? AND d.attempts > 1 GROUP BY 1 ORDER BY 2 DESC""",
+            (letter_id,),
+        )
+        assert sent is not None  # an aggregate without GROUP BY always has its one row
+        return SentTimes(sent[0], sent[1], sent[2] or 0, {row[0]: row[1] for row in by_kind},
+                         {row[0]: row[1] for row in reasons})
 
 
 def _job(row: Row) -> DeliveryJob:

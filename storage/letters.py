@@ -331,6 +331,14 @@ class LetterRepository:
         )
         return reported.changed == 1
 
+    async def part_ids(self, letter_id: int) -> list[tuple[str | None, str | None]]:
+        """(chat id, message id) of each part of the letter, in order; both None once retention or `forget` cut
+        the link to the account."""
+        rows = await self.db.fetchall(
+            "SELECT chat_id, message_id FROM letter_parts WHERE letter_id = ? ORDER BY seq", (letter_id,)
+        )
+        return [(row["chat_id"], row["message_id"]) for row in rows]
+
 
 def _decision(row: Row) -> Decision:
     return Decision(

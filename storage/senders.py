@@ -62,6 +62,16 @@ class SenderRepository:
         row = await self.db.fetchone("SELECT * FROM accounts WHERE sender_id = ?", (sender_id,))
         return _sender(row) if row else None
 
+    async def linked(self) -> list[tuple[str, str, str]]:
+        """(platform, user id, chat id) of every account still tied to a pseudonym."""
+        rows = await self.db.fetchall("SELECT platform, user_id, chat_id FROM accounts ORDER BY sender_id")
+        return [(row["platform"], row["user_id"], row["chat_id"]) for row in rows]
+
+    async def pseudonyms(self) -> int:
+        """How many pseudonyms were ever made (a purge that moves an account away from its letters makes one)."""
+        row = await self.db.fetchone("SELECT COUNT(*) FROM senders")
+        return row[0]
+
 
 class BanRepository:
     def __init__(self, db: Connection) -> None:
@@ -76,8 +86,8 @@ class BanRepository:
     async def is_banned(self, account_hash: str) -> bool:
         return await self.db.fetchone("SELECT 1 FROM bans WHERE account_hash = ?", (account_hash,)) is not None
 
-    async def ban(self, account_hash: str, sender_id: int, at: float) -> bool:
-        """True when this account was not banned before."""
+    async def ban(self, account_hash: str, sender_id: int | None, at: float) -> bool:
+        """True when this account was not banned before. A ban carried over from before hashing has no sender."""
         return (await self.db.execute(self._ban, (account_hash, sender_id, at))).changed == 1
 
     async def unban(self, account_hash: str | None, sender_id: int) -> bool:
@@ -96,6 +106,11 @@ class BanRepository:
             _legacy, platform, user_id = row["account_hash"].split(":", 2)
             found.append((row["account_hash"], platform, user_id))
         return found
+
+    async def hashes(self) -> list[str]:
+        """The account hash of every ban (a marker for those carried over from before hashing), oldest first."""
+        rows = await self.db.fetchall("SELECT account_hash FROM bans ORDER BY banned_at, account_hash")
+        return [row["account_hash"] for row in rows]
 
     async def rehash(self, marker: str, account_hash: str) -> None:
         async with self.db.transaction() as db:

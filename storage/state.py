@@ -23,3 +23,8 @@ class StateRepository:
     async def first_time(self, platform: str, event_id: str, at: float) -> bool:
         """Record an inbound event; False when it was seen before (a replay after a restart)."""
         return (await self.db.execute(self._remember_event, (platform, event_id, at))).changed == 1
+
+    async def events_seen(self) -> int:
+        """How many inbound events are remembered as handled (the replay guards a purge has not deleted yet)."""
+        row = await self.db.fetchone("SELECT COUNT(*) FROM seen_events")
+        return row[0]
