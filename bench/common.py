@@ -181,26 +181,11 @@ class BroadcastTimes:
 
 
 async def broadcast_times(repos: Repositories, letter_id: int) -> BroadcastTimes:
-    db = repos.db
-    (decided_at,) = await db.fetchone("SELECT decided_at FROM letters WHERE id = ?", (letter_id,))
-    first, last, retried = await db.fetchone(
-        """SELECT MIN(updated_at), MAX(updated_at), SUM(attempts > 1) FROM deliveries
-           WHERE letter_id = ? AND state = 'sent'""",
-        (letter_id,),
-    )
-    rows = await db.fetchall(
-        """SELECT s.kind, MAX(d.updated_at) FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-           WHERE d.letter_id = ? AND d.state = 'sent' GROUP BY s.kind ORDER BY 2""",
-        (letter_id,),
-    )
-    reasons = await db.fetchall(
-        """SELECT s.kind || ': ' || COALESCE(d.last_error, '?'), COUNT(*) FROM deliveries d
-           JOIN subscriptions s ON s.id = d.subscription_id
-           WHERE d.letter_id = ? AND d.attempts > 1 GROUP BY 1 ORDER BY 2 DESC""",
-        (letter_id,),
-    )
-    return BroadcastTimes(decided_at, first, last, retried or 0, {row[0]: row[1] - decided_at for row in rows},
-                          {row[0]: row[1] for row in reasons})
+    letter = await repos.letters.get(letter_id)
+    assert letter is not None and letter.decided_at is not None, f"letter {letter_id} was not decided"
+    sent = await repos.deliveries.sent_times(letter_id)
+    return BroadcastTimes(letter.decided_at, sent.first, sent.last, sent.retried,
+                          {kind: at - letter.decided_at for kind, at in sent.last_by_kind.items()}, sent.retry_reasons)
 
 
 def retries_text(times: BroadcastTimes) -> str:

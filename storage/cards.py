@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.db import Database
+from storage.connection import Connection
 
 
 @dataclass(frozen=True)
@@ -17,13 +17,17 @@ class Card:
 
 
 class CardRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
+        # A card posted again for the same part in the same chat takes the place of the one before.
+        self._add = db.dialect.insert_or_replace(
+            "cards", ("letter_id", "platform", "chat_id", "message_id", "part"),
+            key=("letter_id", "platform", "chat_id", "part"),
+        )
 
     async def add(self, card: Card) -> None:
         await self.db.execute(
-            """INSERT OR REPLACE INTO cards (letter_id, platform, chat_id, message_id, part)
-               VALUES (?, ?, ?, ?, ?)""",
+            self._add,
             (card.letter_id, card.platform, card.chat_id, card.message_id, card.part),
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.db import Database
+from storage.connection import Connection, Row
 from storage.subscriptions import Subscription, subscription_from
 
 
@@ -39,15 +39,29 @@ class Progress:
         return self.total - self.sent - self.dropped - self.failed
 
 
+@dataclass(frozen=True)
+class SentTimes:
+    """When a letter's deliveries were recorded as sent, and which needed more than one attempt."""
+
+    first: float | None
+    last: float | None
+    retried: int
+    last_by_kind: dict[str, float]  # chat kind → its last delivery's, earliest kind first
+    retry_reasons: dict[str, int]  # "kind: last error" → deliveries, most first
+
+
 class DeliveryRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
+        # An attempt given back (not made) never takes the count below zero.
+        self._one_attempt_back = f"attempts = {db.dialect.greatest('attempts - 1', '0')}"
 
     async def recover_in_flight(self, at: float) -> int:
         # next_attempt_at is kept: it is already due, and keeps the row's place before later letters.
-        return await self.db.execute(
+        recovered = await self.db.execute(
             "UPDATE deliveries SET state = 'queued', updated_at = ? WHERE state = 'sending'", (at,)
         )
+        return recovered.changed
 
     async def claim_due(self, now: float, limit: int, busy_chats: frozenset[tuple[str, str]] = frozenset()) -> list[
         DeliveryJob
@@ -57,15 +71,14 @@ class DeliveryRepository:
         Deliveries to chats in `busy_chats` are left queued, so one chat never has two sends in flight.
         """
         async with self.db.transaction() as db:
-            async with db.execute(
+            rows = await db.fetchall(
                 """SELECT d.id, d.letter_id, d.subscription_id, s.platform, s.chat_id, s.kind, s.language,
                           d.attempts, d.parts_sent, d.remote_ids
                    FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
                    WHERE d.state = 'queued' AND d.next_attempt_at <= ?
                    ORDER BY d.next_attempt_at, d.id LIMIT ?""",
                 (now, limit + len(busy_chats)),
-            ) as cursor:
-                rows = await cursor.fetchall()
+            )
             jobs: list[DeliveryJob] = []
             claimed_chats = set(busy_chats)
             for row in rows:
@@ -111,16 +124,16 @@ class DeliveryRepository:
     async def release(self, delivery_id: int, at: float) -> None:
         """Put back a claimed delivery that was not attempted (shutdown), without counting an attempt."""
         await self.db.execute(
-            """UPDATE deliveries SET state = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?
-               WHERE id = ? AND state = 'sending'""",
+            f"""UPDATE deliveries SET state = 'queued', {self._one_attempt_back}, updated_at = ?
+                WHERE id = ? AND state = 'sending'""",
             (at, delivery_id),
         )
 
     async def postpone(self, delivery_id: int, next_attempt_at: float) -> None:
         """Not tried (something it needs is not ready): back to the queue without spending an attempt."""
         await self.db.execute(
-            """UPDATE deliveries SET state = 'queued', attempts = MAX(attempts - 1, 0), next_attempt_at = ?
-               WHERE id = ? AND state = 'sending'""",
+            f"""UPDATE deliveries SET state = 'queued', {self._one_attempt_back}, next_attempt_at = ?
+                WHERE id = ? AND state = 'sending'""",
             (next_attempt_at, delivery_id),
         )
 
@@ -161,8 +174,38 @@ class DeliveryRepository:
         row = await self.db.fetchone("SELECT COUNT(*) FROM deliveries WHERE state = 'sent'")
         return row[0]
 
+    async def states_of(self, letter_id: int) -> list[tuple[str, float]]:
+        """(state, next attempt at) of each of the letter's deliveries, in the order they were queued."""
+        rows = await self.db.fetchall(
+            "SELECT state, next_attempt_at FROM deliveries WHERE letter_id = ? ORDER BY id", (letter_id,)
+        )
+        return [(row["state"], row["next_attempt_at"]) for row in rows]
 
-def _job(row) -> DeliveryJob:
+    async def sent_times(self, letter_id: int) -> SentTimes:
+        """A broadcast's timing, for a report of how long it took; computed in the database, as a broadcast to
+        100,000 chats is as many rows."""
+        sent = await self.db.fetchone(
+            """SELECT MIN(updated_at), MAX(updated_at), SUM(CASE WHEN attempts > 1 THEN 1 ELSE 0 END)
+               FROM deliveries WHERE letter_id = ? AND state = 'sent'""",
+            (letter_id,),
+        )
+        by_kind = await self.db.fetchall(
+            """SELECT s.kind, MAX(d.updated_at) FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+               WHERE d.letter_id = ? AND d.state = 'sent' GROUP BY s.kind ORDER BY 2""",
+            (letter_id,),
+        )
+        reasons = await self.db.fetchall(
+            """SELECT s.kind || ': ' || COALESCE(d.last_error, '?'), COUNT(*) FROM deliveries d
+               JOIN subscriptions s ON s.id = d.subscription_id
+               WHERE d.letter_id = ? AND d.attempts > 1 GROUP BY 1 ORDER BY 2 DESC""",
+            (letter_id,),
+        )
+        assert sent is not None  # an aggregate without GROUP BY always has its one row
+        return SentTimes(sent[0], sent[1], sent[2] or 0, {row[0]: row[1] for row in by_kind},
+                         {row[0]: row[1] for row in reasons})
+
+
+def _job(row: Row) -> DeliveryJob:
     return DeliveryJob(
         id=row["id"],
         letter_id=row["letter_id"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from storage.db import Database
+from storage.connection import Connection, Dialect, Row, Statements
 
 PENDING, APPROVED, REJECTED, WITHDRAWN = "pending", "approved", "rejected", "withdrawn"
 SENDER_EDIT = "sender_edit"  # the history's name for a supporter's edit of their own pending letter
@@ -68,15 +68,17 @@ def join_parts(texts: list[str]) -> str:
     return joined
 
 
-_LETTER_SQL = """
-    SELECT l.*,
-           (SELECT json_group_array(text) FROM (SELECT text FROM letter_parts WHERE letter_id = l.id ORDER BY seq))
-               AS texts
-    FROM letters l
-"""
+def _letter_sql(dialect: Dialect) -> str:
+    """A letter with its parts' texts, in order, as one JSON array: one row per letter, whatever its parts."""
+    return f"""
+        SELECT l.*,
+               (SELECT {dialect.json_array("text")}
+                FROM (SELECT text FROM letter_parts WHERE letter_id = l.id ORDER BY seq)) AS texts
+        FROM letters l
+    """
 
 
-def _letter(row) -> Letter:
+def _letter(row: Row) -> Letter:
     edited = row["edited_text"] is not None
     return Letter(
         id=row["id"],
@@ -122,8 +124,14 @@ class PartOf:
 
 
 class LetterRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
+        self._letter_sql = _letter_sql(db.dialect)
+        # At most one delivery of a letter per subscription, whatever queued it first (the unique key decides).
+        self._queue_for_active = db.dialect.insert_or_ignore(
+            "deliveries", ("letter_id", "subscription_id", "next_attempt_at", "updated_at"),
+            select="SELECT ?, id, ?, ? FROM subscriptions WHERE active = 1 ORDER BY id",
+        )
 
     async def has_part(self, platform: str, chat_id: str, message_id: str) -> bool:
         """This platform message was stored before (a replayed update)."""
@@ -147,12 +155,12 @@ class LetterRepository:
     async def start_letter(self, sender_id: int, part: NewPart) -> Growing:
         """A new letter made of this one message."""
         async with self.db.transaction() as db:
-            async with db.execute(
+            inserted = await db.execute(
                 """INSERT INTO letters (sender_id, created_at, parts, length, last_part_at, last_part_length)
                    VALUES (?, ?, 1, ?, ?, ?)""",
                 (sender_id, part.received_at, part.length, part.received_at, part.length),
-            ) as cursor:
-                letter_id = cursor.lastrowid
+            )
+            letter_id = inserted.last_id
             assert letter_id is not None
             await _insert_part(db, letter_id, 1, part)
         return Growing(letter_id, 1, part.length, part.received_at, part.length)
@@ -185,14 +193,14 @@ class LetterRepository:
         """The sender's own edit of one part of a pending letter; a moderator's earlier edit gives way to it (it
         was of the older text). False once the letter is decided."""
         async with self.db.transaction() as db:
-            async with db.execute(
+            replaced = await db.execute(
                 """UPDATE letters SET length = length + ?, edited_text = NULL, edited_length = NULL,
                        last_part_length = CASE WHEN parts = ? THEN ? ELSE last_part_length END
                    WHERE id = ? AND status = 'pending'""",
                 (length - part.length, part.seq, length, part.letter_id),
-            ) as cursor:
-                if cursor.rowcount != 1:
-                    return False
+            )
+            if replaced.changed != 1:
+                return False
             await db.execute(
                 "UPDATE letter_parts SET text = ?, length = ? WHERE letter_id = ? AND seq = ?",
                 (text, length, part.letter_id, part.seq),
@@ -208,23 +216,23 @@ class LetterRepository:
         return row[0]
 
     async def get(self, letter_id: int) -> Letter | None:
-        row = await self.db.fetchone(_LETTER_SQL + " WHERE l.id = ?", (letter_id,))
+        row = await self.db.fetchone(self._letter_sql + " WHERE l.id = ?", (letter_id,))
         return _letter(row) if row else None
 
     async def unannounced(self) -> list[Letter]:
-        rows = await self.db.fetchall(_LETTER_SQL + " WHERE l.announced_at IS NULL ORDER BY l.id")
+        rows = await self.db.fetchall(self._letter_sql + " WHERE l.announced_at IS NULL ORDER BY l.id")
         return [_letter(row) for row in rows]
 
     async def mark_announced(self, letter_id: int, at: float) -> bool:
         """True the first time only, so a receipt is sent once even if two timers race."""
-        changed = await self.db.execute(
+        announced = await self.db.execute(
             "UPDATE letters SET announced_at = ? WHERE id = ? AND announced_at IS NULL", (at, letter_id)
         )
-        return changed == 1
+        return announced.changed == 1
 
     async def pending(self, limit: int = 20) -> list[Letter]:
         rows = await self.db.fetchall(
-            _LETTER_SQL + " WHERE l.status = 'pending' AND l.announced_at IS NOT NULL"
+            self._letter_sql + " WHERE l.status = 'pending' AND l.announced_at IS NOT NULL"
             " ORDER BY l.id LIMIT ?",
             (limit,),
         )
@@ -254,7 +262,8 @@ class LetterRepository:
         return {row[0]: row[1] for row in rows}
 
     async def set_language(self, letter_id: int, language: str) -> bool:
-        return await self.db.execute("UPDATE letters SET language = ? WHERE id = ?", (language, letter_id)) == 1
+        updated = await self.db.execute("UPDATE letters SET language = ? WHERE id = ?", (language, letter_id))
+        return updated.changed == 1
 
     async def decide(self, letter_id: int, decision: Decision) -> bool:
         """Approve, reject or withdraw a pending letter; approving queues a delivery for every active subscription.
@@ -263,30 +272,26 @@ class LetterRepository:
         """
         status = {"approve": APPROVED, "reject": REJECTED, "withdraw": WITHDRAWN}[decision.action]
         async with self.db.transaction() as db:
-            async with db.execute(
+            decided = await db.execute(
                 "UPDATE letters SET status = ?, decided_at = ? WHERE id = ? AND status = 'pending'",
                 (status, decision.decided_at, letter_id),
-            ) as cursor:
-                if cursor.rowcount != 1:
-                    return False
+            )
+            if decided.changed != 1:
+                return False
             await _insert_decision(db, decision)
             if status == APPROVED:
-                await db.execute(
-                    """INSERT OR IGNORE INTO deliveries (letter_id, subscription_id, next_attempt_at, updated_at)
-                       SELECT ?, id, ?, ? FROM subscriptions WHERE active = 1 ORDER BY id""",
-                    (letter_id, decision.decided_at, decision.decided_at),
-                )
+                await db.execute(self._queue_for_active, (letter_id, decision.decided_at, decision.decided_at))
         return True
 
     async def edit_text(self, letter_id: int, text: str, length: int, decision: Decision) -> bool:
         """A moderator's new text for a pending letter (a name, a place or a date taken out); False once decided."""
         async with self.db.transaction() as db:
-            async with db.execute(
+            edited = await db.execute(
                 "UPDATE letters SET edited_text = ?, edited_length = ? WHERE id = ? AND status = 'pending'",
                 (text, length, letter_id),
-            ) as cursor:
-                if cursor.rowcount != 1:
-                    return False
+            )
+            if edited.changed != 1:
+                return False
             await _insert_decision(db, decision)
         return True
 
@@ -321,20 +326,28 @@ class LetterRepository:
         return [row["id"] for row in rows]
 
     async def mark_reported(self, letter_id: int, at: float) -> bool:
-        changed = await self.db.execute(
+        reported = await self.db.execute(
             "UPDATE letters SET reported_at = ? WHERE id = ? AND reported_at IS NULL", (at, letter_id)
         )
-        return changed == 1
+        return reported.changed == 1
+
+    async def part_ids(self, letter_id: int) -> list[tuple[str | None, str | None]]:
+        """(chat id, message id) of each part of the letter, in order; both None once retention or `forget` cut
+        the link to the account."""
+        rows = await self.db.fetchall(
+            "SELECT chat_id, message_id FROM letter_parts WHERE letter_id = ? ORDER BY seq", (letter_id,)
+        )
+        return [(row["chat_id"], row["message_id"]) for row in rows]
 
 
-def _decision(row) -> Decision:
+def _decision(row: Row) -> Decision:
     return Decision(
         row["letter_id"], row["action"], row["platform"], row["moderator_id"], row["moderator"], row["reason"],
         row["decided_at"],
     )
 
 
-async def _insert_decision(db, decision: Decision) -> None:
+async def _insert_decision(db: Statements, decision: Decision) -> None:
     await db.execute(
         """INSERT INTO decisions (letter_id, action, platform, moderator_id, moderator, reason, decided_at)
            VALUES (?, ?, ?, ?, ?, ?, ?)""",
@@ -343,7 +356,7 @@ async def _insert_decision(db, decision: Decision) -> None:
     )
 
 
-async def _insert_part(db, letter_id: int, seq: int, part: NewPart) -> None:
+async def _insert_part(db: Statements, letter_id: int, seq: int, part: NewPart) -> None:
     await db.execute(
         """INSERT INTO letter_parts (letter_id, seq, platform, chat_id, message_id, text, length, received_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",

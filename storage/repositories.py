@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.cards import CardRepository
-from storage.db import Database
+from storage.connection import Connection
 from storage.deliveries import DeliveryRepository
 from storage.letters import LetterRepository
 from storage.privacy import PrivacyRepository
@@ -18,7 +18,7 @@ from storage.translations import TranslationRepository
 
 @dataclass(frozen=True)
 class Repositories:
-    db: Database
+    db: Connection
     senders: SenderRepository
     bans: BanRepository
     privacy: PrivacyRepository
@@ -31,7 +31,7 @@ class Repositories:
     rooms: RoomRepository
 
     @classmethod
-    def over(cls, db: Database) -> Repositories:
+    def over(cls, db: Connection) -> Repositories:
         return cls(
             db=db,
             senders=SenderRepository(db),

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from storage.db import Database
+from storage.connection import Connection
 
 
 class RoomRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
+        self._join = db.dialect.insert_or_ignore("joined_rooms", ("platform", "chat_id", "joined_at"))
 
     async def joined(self, platform: str, chat_id: str, at: float) -> None:
-        await self.db.execute(
-            "INSERT OR IGNORE INTO joined_rooms (platform, chat_id, joined_at) VALUES (?, ?, ?)",
-            (platform, chat_id, at),
-        )
+        await self.db.execute(self._join, (platform, chat_id, at))
 
     async def joined_before(self, before: float, limit: int = 500) -> list[tuple[str, str]]:
         rows = await self.db.fetchall(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from storage.db import Database
+from storage.connection import Connection
 
 
 class StateRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
+        self._remember_event = db.dialect.insert_or_ignore("seen_events", ("platform", "event_id", "seen_at"))
 
     async def get(self, key: str) -> str | None:
         row = await self.db.fetchone("SELECT value FROM bot_state WHERE key = ?", (key,))
@@ -21,8 +22,9 @@ class StateRepository:
 
     async def first_time(self, platform: str, event_id: str, at: float) -> bool:
         """Record an inbound event; False when it was seen before (a replay after a restart)."""
-        changed = await self.db.execute(
-            "INSERT OR IGNORE INTO seen_events (platform, event_id, seen_at) VALUES (?, ?, ?)",
-            (platform, event_id, at),
-        )
-        return changed == 1
+        return (await self.db.execute(self._remember_event, (platform, event_id, at))).changed == 1
+
+    async def events_seen(self) -> int:
+        """How many inbound events are remembered as handled (the replay guards a purge has not deleted yet)."""
+        row = await self.db.fetchone("SELECT COUNT(*) FROM seen_events")
+        return row[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.db import Database
+from storage.connection import Connection, Row
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Subscription:
     deactivated_reason: str | None
 
 
-def subscription_from(row) -> Subscription:
+def subscription_from(row: Row) -> Subscription:
     return Subscription(
         row["id"], row["platform"], row["chat_id"], row["kind"], row["title"], row["language"],
         bool(row["active"]), row["deactivated_reason"],
@@ -27,7 +27,7 @@ def subscription_from(row) -> Subscription:
 
 
 class SubscriptionRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     async def subscribe(
@@ -63,18 +63,17 @@ class SubscriptionRepository:
     async def deactivate(self, subscription_id: int, reason: str, at: float) -> bool:
         """Stop the subscription and drop what it still had queued; True when it was active."""
         async with self.db.transaction() as db:
-            async with db.execute(
+            stopped = await db.execute(
                 """UPDATE subscriptions SET active = 0, deactivated_reason = ?, updated_at = ?
                    WHERE id = ? AND active = 1""",
                 (reason, at, subscription_id),
-            ) as cursor:
-                changed = cursor.rowcount == 1
+            )
             await db.execute(
                 """UPDATE deliveries SET state = 'dropped', last_error = ?, updated_at = ?
                    WHERE subscription_id = ? AND state IN ('queued', 'sending')""",
                 (reason, at, subscription_id),
             )
-        return changed
+        return stopped.changed == 1
 
     async def move(self, subscription_id: int, new_chat_id: str, at: float) -> None:
         """Follow a chat that changed its id (a Telegram group upgraded to a supergroup)."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from storage.db import Database
+from storage.connection import Connection
 
 
 class TranslationRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     async def get(self, letter_id: int, language: str) -> str | None:

@@ -223,14 +223,10 @@ class _Premigrated(Database):
 
     async def migrate(self) -> None:
         if _Premigrated.schema is not None:
-            await self.connection.executescript(_Premigrated.schema)
+            await self.load_schema_script(_Premigrated.schema)
             return
         await super().migrate()
-        rows = await self.fetchall("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-                                   "ORDER BY rowid")
-        version = await self.fetchone("PRAGMA user_version")
-        assert version is not None
-        _Premigrated.schema = "".join(f"{row[0]};\n" for row in rows) + f"PRAGMA user_version = {version[0]};"
+        _Premigrated.schema = await self.schema_script()
 
 
 class _LoadedOnce:
@@ -534,32 +530,12 @@ class Seen:
     answers: dict[str, int]
 
 
-_DUMP: list[str] = []  # one query that reads every table a person could notice a change in (built once)
-
-
-async def dump_query(cell: Cell) -> str:
-    if not _DUMP:
-        db = cell.world.ctx.repos.db
-        names = [row["name"] for row in await db.fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-        selects = []
-        for name in names:
-            if name in VOLATILE_TABLES:
-                continue
-            columns = [row["name"] for row in await db.fetchall(f'PRAGMA table_info("{name}")')]
-            row_text = " || ',' || ".join(f'quote("{column}")' for column in columns)
-            selects.append(f"SELECT '{name}', {row_text} FROM \"{name}\"")
-        _DUMP.append(" UNION ALL ".join(selects))
-    return _DUMP[0]
-
-
 async def look(cell: Cell) -> Seen:
-    tables: dict[str, list[str]] = {}
-    for name, row_text in await cell.world.ctx.repos.db.fetchall(await dump_query(cell)):
-        tables.setdefault(name, []).append(row_text)
-    tables = {name: sorted(rows) for name, rows in tables.items()}
+    # Every table a person could notice a change in.
+    database = cell.world.ctx.repos.db
+    assert isinstance(database, Database)
     return Seen(
-        tables,
+        await database.rows_by_table(leaving_out=VOLATILE_TABLES),
         {platform: len(network.posted) for platform, network in cell.networks.items()},
         {platform: [(len(p.edits), p.scrubbed) for p in network.posted] for platform, network in cell.networks.items()},
         {platform: len(network.press_answers) for platform, network in cell.networks.items()},

@@ -83,8 +83,8 @@ async def test_retry_after_is_obeyed_and_nothing_is_lost(world: World) -> None:
     worker = worker_for(world)
     await worker._claim_and_start()
     await asyncio.sleep(0.05)
-    row = await world.ctx.repos.db.fetchone("SELECT state, next_attempt_at FROM deliveries")
-    assert row["state"] == "queued" and row["next_attempt_at"] >= world.clock.now() + 30
+    state, next_attempt_at = (await world.ctx.repos.deliveries.states_of(1))[0]
+    assert state == "queued" and next_attempt_at >= world.clock.now() + 30
     assert world.network.in_chat("-201") == []
     await run_worker_until_idle(world, worker)
     assert len(world.network.in_chat("-201")) == 1

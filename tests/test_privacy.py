@@ -16,6 +16,7 @@ from bot.keys import AccountKey
 from handlers import broadcast, privacy
 from handlers.router import dispatch
 from storage.db import Database
+from storage.repositories import Repositories
 from tests.conftest import MODS, World
 from tests.test_handlers import card, press, submit, texts_in
 
@@ -35,15 +36,12 @@ async def moderator_says(world: World, text: str) -> str:
     return texts_in(world, MODS)[-1]
 
 
-async def linked_accounts(world: World) -> list[tuple]:
-    rows = await world.ctx.repos.db.fetchall("SELECT platform, user_id, chat_id FROM accounts")
-    return [tuple(row) for row in rows]
+async def linked_accounts(world: World) -> list[tuple[str, str, str]]:
+    return await world.ctx.repos.senders.linked()
 
 
-async def part_ids(world: World, letter_id: int) -> list[tuple]:
-    rows = await world.ctx.repos.db.fetchall(
-        "SELECT chat_id, message_id FROM letter_parts WHERE letter_id = ?", (letter_id,))
-    return [tuple(row) for row in rows]
+async def part_ids(world: World, letter_id: int) -> list[tuple[str | None, str | None]]:
+    return await world.ctx.repos.letters.part_ids(letter_id)
 
 
 async def test_retention_cuts_the_link_after_the_window_and_not_before(world: World) -> None:
@@ -100,7 +98,7 @@ async def test_retention_zero_unlinks_as_soon_as_the_sender_is_told(world: World
 async def test_replay_guards_older_than_the_window_go(world: World) -> None:
     await submit(world, "hello")
     await press(world, 1, "approve")
-    assert (await world.ctx.repos.db.fetchone("SELECT COUNT(*) FROM seen_events"))[0] == 1
+    assert await world.ctx.repos.state.events_seen() == 1
     world.clock.advance(31 * DAY)
     assert (await privacy.purge(world.ctx)).replay_guards == 1
 
@@ -151,8 +149,8 @@ async def test_ban_survives_retention_and_forget_as_a_hash(world: World) -> None
     await submit(world, "spam", user_id="66")
     await moderator_says(world, "/ban 1")
     await press(world, 1, "reject")
-    row = await world.ctx.repos.db.fetchone("SELECT account_hash FROM bans")
-    assert row is not None and "66" not in row[0] and len(row[0]) == 64
+    hashes = await world.ctx.repos.bans.hashes()
+    assert hashes and "66" not in hashes[0] and len(hashes[0]) == 64
     world.clock.advance(31 * DAY)
     await privacy.purge(world.ctx)
     await dispatch(world.message(world.private(world.user("66")), world.user("66"), "/forget yes"), world.ctx)
@@ -164,10 +162,9 @@ async def test_ban_survives_retention_and_forget_as_a_hash(world: World) -> None
 
 
 async def test_legacy_bans_are_hashed_at_start(world: World) -> None:
-    await world.ctx.repos.db.execute("INSERT INTO bans VALUES ('legacy:telegram:55', NULL, 0)")
+    await world.ctx.repos.bans.ban("legacy:telegram:55", None, 0)  # as migration 003 carried an old ban over
     await privacy.hash_legacy_bans(world.ctx)
-    rows = await world.ctx.repos.db.fetchall("SELECT account_hash FROM bans")
-    assert [row[0] for row in rows] == [world.ctx.hasher.account_hash("telegram", "55")]
+    assert await world.ctx.repos.bans.hashes() == [world.ctx.hasher.account_hash("telegram", "55")]
     await submit(world, "hello", user_id="55")
     assert "no longer accept" in texts_in(world, "55")[-1]
 
@@ -283,7 +280,7 @@ async def test_wal_and_shm_are_private_and_loose_modes_are_tightened(tmp_path: P
     try:
         files.prepare(database)
         db = await Database.open(database)
-        await db.execute("INSERT INTO bot_state VALUES ('k', 'v')")
+        await Repositories.over(db).state.put("k", "v")
         for suffix in ("-wal", "-shm"):
             assert mode_of(Path(f"{database}{suffix}")) == 0o600, suffix
         await db.close()
@@ -322,5 +319,4 @@ async def test_a_purge_in_many_batches_keeps_an_expired_sender_on_one_pseudonym(
     senders = {letter.sender_id for letter in letters[:3] if letter is not None}
     assert len(senders) == 1  # one rotation, not one per batch
     assert letters[3] is not None and letters[3].sender_id not in senders
-    (count,) = await world.ctx.repos.db.fetchone("SELECT COUNT(*) FROM senders")
-    assert count == 2
+    assert await world.ctx.repos.senders.pseudonyms() == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from storage.db import Database
 from storage.letters import Decision, NewPart, join_parts
 from storage.repositories import Repositories
+from tests.test_architecture import ROOT, imported_modules
 
 
 def part(message_id: str, text: str, at: float = 0.0) -> NewPart:
@@ -18,11 +22,11 @@ def part(message_id: str, text: str, at: float = 0.0) -> NewPart:
 async def test_migrations_are_numbered_and_applied_once(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
     db = await Database.open(path)
-    version = (await db.fetchone("PRAGMA user_version"))[0]
+    version = await db.version()
     journal = (await db.fetchone("PRAGMA journal_mode"))[0]
     await db.close()
     db = await Database.open(path)  # a second start applies nothing again
-    assert (await db.fetchone("PRAGMA user_version"))[0] == version >= 1
+    assert await db.version() == version >= 1
     assert journal == "wal"
     assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1
     await db.close()
@@ -86,11 +90,40 @@ async def test_a_database_from_a_newer_bot_stops_the_start(tmp_path: Path) -> No
     from bot.config import Settings
 
     path = tmp_path / "relay.db"
-    db = await Database.open(path)
-    await db.connection.execute("PRAGMA user_version = 999")
-    await db.close()
+    await (await Database.open(path)).close()
+    with closing(sqlite3.connect(path)) as newer_bot:  # what a newer bot's migration leaves
+        newer_bot.execute("PRAGMA user_version = 999")
     relay = Relay(Settings.from_env({"TELEGRAM_TOKEN": "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ",
                                      "TELEGRAM_MODERATION_CHAT": "-100123", "DATABASE": str(path)}))
     with pytest.raises(StartupError, match=r"^DATABASE: the database is at version 999"):
         await relay.start()
     await relay.stop()
+
+
+# What only SQLite (or its driver) understands; the repositories ask storage/connection.py's Dialect instead.
+SQLITE_ONLY = {
+    "INSERT OR IGNORE / OR REPLACE, UPDATE OR IGNORE": r"\b(INSERT|UPDATE)\s+OR\s+(IGNORE|REPLACE)\b",
+    "json_group_array": r"\bjson_group_array\b",
+    "MAX(a, b) as a scalar": r"\bMAX\s*\([^(),]*,",
+    "BEGIN IMMEDIATE": r"\bBEGIN\s+IMMEDIATE\b",
+    "PRAGMA": r"\bPRAGMA\b",
+    "rowid": r"\browid\b",
+    "sqlite_ tables and functions": r"\bsqlite_\w+",
+    "a cursor, its lastrowid or rowcount": r"\bcursor\b|\.(lastrowid|rowcount)\b",
+}
+
+
+def test_repositories_see_the_connection_interface_not_sqlite() -> None:
+    """The seam for another database: only storage/db.py (the SQLite implementation) knows aiosqlite and writes
+    SQLite's own statements."""
+    implementation = "storage/db.py"
+    modules = {path: names for path, names in imported_modules("storage").items()
+               if path != implementation and "migrations" not in path}
+    assert "storage/letters.py" in modules and "storage/connection.py" in modules
+    found = [f"{path} imports {names & {'aiosqlite', 'sqlite3'}}" for path, names in modules.items()
+             if names & {"aiosqlite", "sqlite3"}]
+    for path in modules:
+        source = (ROOT / path).read_text(encoding="utf-8")
+        found += [f"{path}:{source.count(chr(10), 0, hit.start()) + 1} {what}: {hit.group(0)!r}"
+                  for what, pattern in SQLITE_ONLY.items() for hit in re.finditer(pattern, source, re.IGNORECASE)]
+    assert not found, "\n".join(found)
