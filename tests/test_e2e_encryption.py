@@ -393,3 +393,21 @@ async def test_a_retried_broadcast_to_an_encrypted_room_is_one_event(secret: Sec
     decrypted = [event for event in await ada.messages(subscribers) if "#7" in (text_body(event) or "")]
     assert len(decrypted) == 1 and decrypted[0]["event_id"] == first.message_id
     assert first.message_id in {event["event_id"] for event in stored if event["type"] == ENCRYPTED}
+
+
+async def test_a_lost_store_means_a_new_device_and_the_old_one_logged_out(secret: Secret) -> None:
+    """A store that is gone cannot be rebuilt (its keys are on the server): the bot logs in anew, and logs the
+    old device out, so that members stop encrypting for a device nobody can read with."""
+    relay = await secret.start_bot()
+    old = relay.networks["matrix"].client.device_id  # type: ignore[attr-defined]
+    store = secret.database.parent / STORE_FOLDER
+    await secret.stop_bot()
+    (store / f"{secret.bot_user}_{old}.db").unlink()
+    relay = await secret.start_bot()
+    new = relay.networks["matrix"].client.device_id  # type: ignore[attr-defined]
+    assert new != old
+    devices = await _devices(secret, store)
+    assert new in devices and old not in devices
+    dm = await secret.alice.direct_room(secret.bot_user)
+    await secret.alice.send_text(dm, "A letter for the new device.")
+    await secret.alice.wait_for_text(dm, secret.bot_user, r"#1\b")

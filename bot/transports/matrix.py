@@ -30,6 +30,7 @@ from nio import (
     ErrorResponse,
     JoinedMembersResponse,
     LoginResponse,
+    LogoutResponse,
     MegolmEvent,
     MessageDirection,
     ReactionEvent,
@@ -272,6 +273,8 @@ class MatrixTransport:
             return
         else:
             assert self.settings.password is not None  # the settings require a password or a token
+            if lost:
+                await self._log_out(session)
             response = await self.client.login(self.settings.password, device_name="Solidarity Relay")
             if not isinstance(response, LoginResponse):
                 raise RuntimeError(f"matrix login failed: {response.message}")
@@ -283,6 +286,18 @@ class MatrixTransport:
             self._session_file.write(json.dumps(session))
         elif not saved or lost:
             self._session_file.write(json.dumps(session))
+
+    async def _log_out(self, session: dict[str, Any]) -> None:
+        """The device whose store is lost is logged out (the server deletes it and its keys): members' clients stop
+        encrypting for a device nobody can read with, and its access token stops working."""
+        method, path = Api.logout(session.get("access_token", ""))
+        try:
+            response = await self.client._send(LogoutResponse, method, path)
+        except (OSError, TimeoutError) as error:
+            response = None
+            log.info("matrix: the old device could not be logged out (%s)", type(error).__name__)
+        if isinstance(response, LogoutResponse):
+            log.info("matrix: the old device %s is logged out", session.get("device_id"))
 
     def _store_lost(self, session: dict[str, Any]) -> bool:
         """The device has uploaded keys, but the store that holds them is gone: it cannot be used again."""
