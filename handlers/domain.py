@@ -74,6 +74,3 @@ class DomainEvents:
             except Exception as error:
                 log_failure(log, f"{getattr(effect, '__qualname__', 'an effect')} of {type(event).__name__} failed",
                             error)
-
-    def subscribers(self, kind: type) -> list[Effect]:
-        return list(self._effects[kind])
