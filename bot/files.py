@@ -47,9 +47,7 @@ def tighten(database: Path, folders: Iterable[str] = ()) -> int:
         changed += _restrict(path, FILE_MODE)
     for store in (folder / name for name in folders):
         if store.is_dir():
-            changed += _restrict(store, DIRECTORY_MODE)
-            for path in store.rglob("*"):
-                changed += _restrict(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
+            changed += _restrict_tree(store)
     if changed:
         log.warning("tightened the permissions of %d file(s) under %s: others could read them", changed, folder)
     return changed
@@ -58,8 +56,14 @@ def tighten(database: Path, folders: Iterable[str] = ()) -> int:
 def keep_private(folder: Path) -> None:
     """What a library has just created in `folder` (nio's crypto store, with the process's umask), made private
     at once and without a log line: it is new, nobody had the time to read it."""
+    _restrict_tree(folder)
+
+
+def _restrict_tree(folder: Path) -> int:
+    changed = _restrict(folder, DIRECTORY_MODE)
     for path in folder.rglob("*"):
-        _restrict(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
+        changed += _restrict(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE)
+    return changed
 
 
 def _restrict(path: Path, wanted: int) -> int:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 class KeyValue(Protocol):
+    """A small key-value table in the bot's database (the state repository)."""
+
     async def get(self, key: str) -> str | None: ...
 
     async def put(self, key: str, value: str) -> None: ...

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from nio import (
     Api,
@@ -56,6 +56,7 @@ from nio.exceptions import EncryptionError, LocalProtocolError, OlmUnverifiedDev
 from nio.responses import RoomEventRelationsResponse
 
 from bot.files import PrivateFile, keep_private
+from bot.networks.base import KeyValue
 from bot.networks.matrix import MatrixSettings
 from bot.networks.matrix import owns as owns_reference
 from bot.transports.matrix_crypto import KeyChores, Undecrypted, encryption_unavailable, fingerprint
@@ -123,12 +124,6 @@ class ModerationRoomMoved(RuntimeError):
 
 class EncryptedRoomRefused(RuntimeError):
     """The moderation room is encrypted and the bot cannot encrypt: it must not start."""
-
-
-class KeyValue(Protocol):
-    async def get(self, key: str) -> str | None: ...
-
-    async def put(self, key: str, value: str) -> None: ...
 
 
 class MatrixTransport:
@@ -429,7 +424,7 @@ class MatrixTransport:
     async def _answer_undecryptable(self) -> None:
         """When an event's keys have not come in time, its sender is asked to send it again (by the handlers)."""
         while True:
-            await self._undecrypted.wait_for_change(await self._undecrypted.next_deadline())
+            await self._undecrypted.until_due()
             for waiting in await self._undecrypted.expired():
                 try:
                     await self._emit(await self._unreadable(waiting.room_id, waiting.event, UNDECRYPTABLE))
@@ -673,8 +668,8 @@ class MatrixTransport:
         return self._encryption[room_id]
 
     async def _encrypted(self, room_id: str) -> bool:
-        """Whether the room has encryption turned on, asked of the homeserver (for rooms nio has not synced)."""
-        return bool(await self._state(room_id, "m.room.encryption"))
+        """Whether the room has encryption turned on (also for rooms nio has not synced)."""
+        return bool(await self._encryption_settings(room_id))
 
     async def _request(self, request: Callable[[], Awaitable[Response]], expected: type[T], patient: bool) -> T:
         """One homeserver request, or DeliveryError; a patient caller waits out a short rate limit first."""

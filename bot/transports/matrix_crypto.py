@@ -18,11 +18,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from nio import AsyncClient, MegolmEvent, ToDeviceError
 from nio.crypto import OlmDevice
 from nio.exceptions import EncryptionError, LocalProtocolError
+
+from bot.networks.base import KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +35,6 @@ UNDECRYPTED_KEY = "matrix.undecrypted"
 # events beyond these wait no more, they are answered at once through the intake, which rations a flood.
 MAX_WAITING = 500
 MAX_WAITING_PER_SENDER = 20
-
-
-class KeyValue(Protocol):
-    async def get(self, key: str) -> str | None: ...
-
-    async def put(self, key: str, value: str) -> None: ...
 
 
 def encryption_unavailable(wanted: bool) -> str | None:
@@ -82,9 +78,7 @@ class KeyChores:
             await client.send_to_device_messages()
             if client.should_upload_keys:
                 await client.keys_upload()
-            if client.should_query_keys:
-                await client.keys_query()
-                self._trust_new_devices()
+            await self._query_keys()
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
 
@@ -98,9 +92,7 @@ class KeyChores:
         if not room.members_synced:
             await client.joined_members(room_id)  # once per room and start: not under the lock
         async with self._lock:
-            if client.should_query_keys:
-                await client.keys_query()
-                self._trust_new_devices()
+            await self._query_keys()
             sharing = client.olm is not None and client.olm.should_share_group_session(room_id)
             if sharing:
                 missing = client.get_missing_sessions(room_id)
@@ -108,6 +100,12 @@ class KeyChores:
                     await client.keys_claim(missing)
         if sharing:
             await self._new_session(room_id)
+
+    async def _query_keys(self) -> None:
+        """Device lists that changed, fetched (under the lock), and the devices new to the bot trusted."""
+        if self.client.should_query_keys:
+            await self.client.keys_query()
+            self._trust_new_devices()
 
     async def _new_session(self, room_id: str) -> None:
         """The Megolm session nio is about to share, rotated as the room asks (`rotation_period_msgs`,
@@ -233,14 +231,11 @@ class Undecrypted:
             await self._save()
         return over
 
-    async def next_deadline(self) -> float | None:
-        """Seconds until the earliest wait ends (None: nothing waits); returns early when something is added."""
+    async def until_due(self) -> None:
+        """Until the earliest wait ends, or something is added (whose wait may end sooner)."""
         self._changed.clear()
-        if not self._waiting:
-            return None
-        return max(0.0, min(waiting.deadline for waiting in self._waiting) - time.time())
-
-    async def wait_for_change(self, seconds: float | None) -> None:
+        due = min((waiting.deadline for waiting in self._waiting), default=None)
+        seconds = None if due is None else max(0.0, due - time.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), seconds)
 
