@@ -141,3 +141,16 @@ class ManualScheduler:
         for _when, job in due:
             await job()
         return len(due)
+
+
+class MemoryState:
+    """A key-value store like the state table, kept in memory: the test needs no database."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def put(self, key: str, value: str) -> None:
+        self.values[key] = value

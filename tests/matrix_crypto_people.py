@@ -46,7 +46,6 @@ import asyncio
 import copy
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -88,15 +87,12 @@ from mautrix.util.logging import TraceLogger
 
 from tests import matrix_people
 from tests.matrix_people import (
-    POLL_INTERVAL,
     SYNC_LONG_POLL_MS,
     JsonDict,
     MatrixError,
     Person,
     direct_room,
     q,
-    recent_texts,
-    text_body,
     with_current_content,
 )
 
@@ -497,23 +493,6 @@ class EncryptedPerson(Person):
         ``current_content``; one that was undecryptable is decrypted when (if) its key arrives later."""
         return with_current_content([dict(event) for event in self._timeline.get(room_id, [])])
 
-    async def wait_for_text(self, room_id: str, sender: str, pattern: str, within: float = 20) -> str:
-        """Poll until a current (decrypted) text body from ``sender`` matches ``pattern`` (re.search)."""
-        deadline = time.monotonic() + within
-        while True:
-            events = await self.messages(room_id)
-            bodies = [text_body(event) for event in events if event.get("sender") == sender]
-            found = [body for body in bodies if body is not None and re.search(pattern, body)]
-            if found:
-                return found[-1]
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no text from {sender} matching {pattern!r} in {room_id} within {within:g} s (read by "
-                    f"{self.user_id}/{self.device_id}); recent texts:\n{recent_texts(events)}"
-                    f"{self._undecryptable_report(events)}"
-                )
-            await asyncio.sleep(POLL_INTERVAL)
-
     async def wait_for_invite(self, within: float = 20) -> str:
         """The next room this person is invited to (one not returned before), found by the sync loop."""
         deadline = time.monotonic() + within
@@ -536,10 +515,12 @@ class EncryptedPerson(Person):
             return False
         return True
 
-    def _undecryptable_report(self, events: list[JsonDict]) -> str:
+    def _waiting_report(self, events: list[JsonDict]) -> str:
+        """Who read, what could not be decrypted, and what went wrong in the sync loop."""
         lines = [f"  {event.get('sender')} {event.get('event_id')}: {event.get('decryption_error')}"
                  for event in events if event.get("undecryptable")]
-        report = f"\nundecryptable:\n{chr(10).join(lines[-10:])}" if lines else ""
+        report = f"\nread by {self.user_id}/{self.device_id}"
+        report += f"\nundecryptable:\n{chr(10).join(lines[-10:])}" if lines else ""
         if self.sync_problems:
             report += "\nsync loop problems:\n" + "\n".join(f"  {problem}" for problem in self.sync_problems[-10:])
         return report

@@ -313,9 +313,13 @@ class Person:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"no text from {sender} matching {pattern!r} in {room_id} within {within:g} s; "
-                    f"recent texts:\n{recent_texts(events)}"
+                    f"recent texts:\n{recent_texts(events)}{self._waiting_report(events)}"
                 )
             await asyncio.sleep(POLL_INTERVAL)
+
+    def _waiting_report(self, events: list[JsonDict]) -> str:
+        """More to say when a wait fails (an encrypting person: what it could not decrypt)."""
+        return ""
 
     async def wait_for_invite(self, within: float = 20) -> str:
         """The next room this person is invited to (one not returned before), found through /sync."""

@@ -18,13 +18,12 @@ import pytest
 import pytest_asyncio
 
 from bot.app import Relay, StartupError
-from bot.config import Settings
 from bot.networks.matrix import STORE_FOLDER
 from bot.transports import matrix_crypto
 from tests.homeserver import DEFAULT_PASSWORD, Homeserver, fresh_name
 from tests.matrix_crypto_people import EncryptedPerson
 from tests.matrix_people import JsonDict, Person, q, text_body
-from tests.test_e2e_matrix import FAST
+from tests.test_e2e_matrix import FAST, Room, _until_joined
 
 pytest_plugins = ("tests.synapse_fixtures",)
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -34,41 +33,12 @@ LETTER = "Querida Ana: no estás sola. Desde Valparaíso te mandamos fuerza ✊ 
 
 
 @dataclass
-class Secret:
-    """An encrypted scene: the bot's account, Mo in an encrypted moderators' room, Alice who writes."""
+class Secret(Room):
+    """The Matrix scene of tests/test_e2e_matrix.py, encrypted: Mo in an encrypted moderators' room and Alice who
+    writes both encrypt (Kim is not in the room here). `mo_plain` is Mo's plain view of what the server stores."""
 
-    hs: Homeserver
-    bot_user: str
-    bot_password: str
-    mods: str
-    mo: EncryptedPerson
-    mo_plain: Person
-    alice: EncryptedPerson
-    database: Path
-    env: dict[str, str] = field(default_factory=dict)
-    relays: list[Relay] = field(default_factory=list)
-    people: list[EncryptedPerson] = field(default_factory=list)
-
-    def settings(self) -> Settings:
-        return Settings.from_env({
-            "MATRIX_HOMESERVER": self.hs.url,
-            "MATRIX_USER": self.bot_user,
-            "MATRIX_PASSWORD": self.bot_password,
-            "MATRIX_MODERATION_ROOM": self.mods,
-            "DATABASE": str(self.database),
-            "LETTER_JOIN_SECONDS": "1",
-            "TRANSLATOR": "none",
-            **self.env,
-        })
-
-    async def start_bot(self) -> Relay:
-        relay = Relay(self.settings(), rates={"matrix": FAST})
-        await relay.start()
-        self.relays.append(relay)
-        return relay
-
-    async def stop_bot(self) -> None:
-        await self.relays.pop().stop()
+    mo_plain: Person | None = None
+    people: list[EncryptedPerson] = field(default_factory=list)  # closed when the test ends
 
     async def person(self, prefix: str, displayname: str | None = None) -> tuple[Person, EncryptedPerson]:
         plain = await self.hs.register(fresh_name(prefix), displayname=displayname, exempt=True)
@@ -80,29 +50,6 @@ class Secret:
         person = await EncryptedPerson.log_in(self.hs.url, user_id, DEFAULT_PASSWORD)
         self.people.append(person)
         return person
-
-    async def card(self, number: int, reader: EncryptedPerson | None = None) -> JsonDict:
-        reader = reader or self.mo
-        await reader.wait_for_text(self.mods, self.bot_user, rf"^📨 Letter #{number} ")
-        for event in await reader.messages(self.mods):
-            body = text_body(event)
-            if event.get("sender") == self.bot_user and body and body.startswith(f"📨 Letter #{number} "):
-                return event
-        raise AssertionError(f"card #{number} vanished")
-
-    async def subscriber_room(self, admin: EncryptedPerson, language: str) -> str:
-        room_id = await admin.create_room(name=fresh_name("Subscribers"), invite=[self.bot_user])
-        await _until_joined(admin, room_id, self.bot_user)
-        await admin.send_text(room_id, f"!subscribe {language}")
-        await admin.wait_for_text(room_id, self.bot_user, "receives? approved letters")
-        return room_id
-
-
-async def _until_joined(person: Person, room_id: str, user_id: str, within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while user_id not in await person.joined_members(room_id):
-        assert time.monotonic() < deadline, f"{user_id} never joined {room_id}"
-        await asyncio.sleep(0.1)
 
 
 async def raw_events(person: Person, room_id: str, sender: str) -> list[JsonDict]:
@@ -118,9 +65,10 @@ async def secret(homeserver: Homeserver, tmp_path: Path) -> AsyncIterator[Secret
     mo_plain = await homeserver.register(fresh_name("mo"), displayname="Mo", exempt=True)
     mo = await EncryptedPerson.create(mo_plain)
     alice = await EncryptedPerson.create(await homeserver.register(fresh_name("alice"), exempt=True))
+    kim = await homeserver.register(fresh_name("kim"), exempt=True)
     mods = await mo.create_room(name="Moderators", invite=[bot.user_id])
-    scene = Secret(homeserver, bot.user_id, bot.password, mods, mo, mo_plain, alice, tmp_path / "relay.db",
-                   people=[mo, alice])
+    scene = Secret(homeserver, bot.user_id, bot.password, mods, mo, kim, alice, tmp_path / "relay.db",
+                   mo_plain=mo_plain, people=[mo, alice])
     try:
         yield scene
     finally:

@@ -63,9 +63,11 @@ class Room:
     async def stop_bot(self) -> None:
         await self.relays.pop().stop()
 
-    async def card(self, number: int) -> dict[str, Any]:
-        await self.mo.wait_for_text(self.mods, self.bot_user, rf"^📨 Letter #{number} ")
-        for event in await self.mo.messages(self.mods):
+    async def card(self, number: int, reader: Person | None = None) -> dict[str, Any]:
+        """Letter `number`'s card as `reader` (Mo unless said) sees it in the moderation room."""
+        reader = reader or self.mo
+        await reader.wait_for_text(self.mods, self.bot_user, rf"^📨 Letter #{number} ")
+        for event in await reader.messages(self.mods):
             body = text_body(event)
             if event.get("sender") == self.bot_user and body and body.startswith(f"📨 Letter #{number} "):
                 return event

@@ -15,6 +15,7 @@ from nio import AsyncClient, AsyncClientConfig, MegolmEvent
 from bot.transports import matrix_crypto
 from bot.transports.matrix import _encrypted_size, _json_size
 from bot.transports.matrix_crypto import Undecrypted, encryption_unavailable
+from tests.fakes import MemoryState
 
 
 def test_encryption_is_off_when_asked_or_when_the_e2e_extra_cannot_load(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,19 +50,6 @@ def test_the_size_of_an_encrypted_event_is_never_underestimated(text: str) -> No
     assert actual <= estimate <= actual * 1.02 + 400
 
 
-class Memory:
-    """The state table's interface, in a dict."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def put(self, key: str, value: str) -> None:
-        self.values[key] = value
-
-
 def megolm_event(event_id: str) -> MegolmEvent:
     return MegolmEvent.from_dict({
         "type": "m.room.encrypted", "event_id": event_id, "sender": "@ana:example.org",
@@ -75,7 +63,7 @@ async def test_undecryptable_events_wait_across_a_restart_and_are_answered_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(matrix_crypto, "UNDECRYPTABLE_WAIT", 30.0)
-    state = Memory()
+    state = MemoryState()
     # Nothing listens on port 9: the key request fails at once, which is logged and does not lose the event.
     client = AsyncClient("http://127.0.0.1:9", "@relay:example.org", config=AsyncClientConfig(encryption_enabled=False))
     try:
@@ -100,7 +88,7 @@ async def test_undecryptable_events_wait_across_a_restart_and_are_answered_once(
 async def test_one_senders_flood_of_unreadable_events_waits_no_more_than_twenty() -> None:
     client = AsyncClient("http://127.0.0.1:9", "@relay:example.org", config=AsyncClientConfig(encryption_enabled=False))
     try:
-        waiting = Undecrypted(client, Memory())
+        waiting = Undecrypted(client, MemoryState())
         accepted = [await waiting.add("!dm:example.org", megolm_event(f"$e{index}")) for index in range(25)]
         assert accepted == [True] * matrix_crypto.MAX_WAITING_PER_SENDER + [False] * 5
         assert waiting.count == matrix_crypto.MAX_WAITING_PER_SENDER

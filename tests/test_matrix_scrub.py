@@ -19,6 +19,7 @@ from nio import ErrorResponse
 from bot.networks.matrix import MatrixSettings
 from bot.transports.matrix import SCRUB_REASON, MatrixTransport
 from handlers.events import Action, Event, OutgoingMessage, RemoteRef
+from tests.fakes import MemoryState
 from tests.homeserver import Homeserver, fresh_name
 from tests.matrix_people import Person, is_edit, q, relation
 
@@ -32,19 +33,6 @@ SECOND_EDIT = "SECOND-edit-text-lviv-e07a"
 OLD_TEXTS = (ORIGINAL, FIRST_EDIT, SECOND_EDIT)
 REMOVED = "The text of this letter was removed."
 ACTIONS = (Action("✅ approve", "approve:1", "✅"), Action("❌ reject", "reject:1", "❌"))
-
-
-class MemoryState:
-    """The transport's key-value store, kept in memory: the test needs no database."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def put(self, key: str, value: str) -> None:
-        self.values[key] = value
 
 
 async def ignore(event: Event) -> None:
