@@ -61,6 +61,21 @@ async def readable(reader: EncryptedPerson, rooms: list[str], bot_user: str, num
     return found
 
 
+async def letters(env: dict[str, str], scene: Scene, numbers: tuple[int, ...], count: int,
+                  ) -> list[tuple[Progress, BroadcastTimes]]:
+    """The bot started afresh (as deployed: rates from the settings), letters `numbers` broadcast, the bot stopped."""
+    relay = Relay(Settings.from_env(env))
+    await relay.start()
+    try:
+        runs = []
+        for number in numbers:
+            progress, times, _ = await scene.broadcast(relay, number, count)
+            runs.append((progress, times))
+        return runs
+    finally:
+        await relay.stop()
+
+
 def seconds(times: BroadcastTimes) -> float:
     return times.elapsed or float("nan")
 
@@ -94,33 +109,13 @@ async def encrypted_rooms(count: int) -> Result:
                 "TRANSLATOR": "none",
             }
             scene = Scene(bot_user, mo, alice, mods)
-            runs: list[tuple[Progress, BroadcastTimes]] = []
-            relay = Relay(Settings.from_env(env))
-            await relay.start()
-            try:
-                progress, times, _ = await scene.broadcast(relay, 1, count)
-                runs.append((progress, times))
-            finally:
-                await relay.stop()
+            runs = await letters(env, scene, (1,), count)
             await move_subscriptions(database, secret)
-            relay = Relay(Settings.from_env(env))
-            await relay.start()
-            try:
-                for number in (2, 3):
-                    progress, times, _ = await scene.broadcast(relay, number, count)
-                    runs.append((progress, times))
-            finally:
-                await relay.stop()
+            runs += await letters(env, scene, (2, 3), count)
             decrypted = await readable(reader, secret[:SAMPLE], bot_user, 3)
             # The unencrypted letter again, after the encrypted ones: the baseline is the better of the two.
             await move_subscriptions(database, plain)
-            relay = Relay(Settings.from_env(env))
-            await relay.start()
-            try:
-                progress, times, _ = await scene.broadcast(relay, 4, count)
-                runs.append((progress, times))
-            finally:
-                await relay.stop()
+            runs += await letters(env, scene, (4,), count)
         finally:
             if reader is not None:
                 await reader.close()
