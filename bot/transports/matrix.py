@@ -214,7 +214,8 @@ class MatrixTransport:
         if room_id is not None and configured.startswith("#"):
             await self._pin(configured, room_id)
         if room_id is None or await self._join(room_id) is None:
-            log.error("matrix: cannot join the moderation room %s: invite the bot", configured)
+            # Named by its setting: logs at INFO and above carry no chat ids.
+            log.error("matrix: cannot join the room MATRIX_MODERATION_ROOM names: invite the bot")
             return None
         problem = await self.public_moderation_room(room_id)
         if problem is not None:
@@ -346,7 +347,7 @@ class MatrixTransport:
                     log.warning("matrix: sync failed (%s), retrying in %.0f s", error, delay)
                 if not isinstance(answer, SyncResponse):
                     if answer is not None:
-                        log.warning("matrix: sync error %s, retrying in %.0f s", answer, delay)
+                        log.warning("matrix: sync error %s, retrying in %.0f s", without_ids(str(answer)), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 60)
                     continue
