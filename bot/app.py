@@ -13,13 +13,13 @@ from functools import partial
 
 from bot import files
 from bot.config import Settings
-from bot.delivery import DeliveryWorker, concurrency_for
 from bot.i18n import Catalogues
 from bot.intake import FairIntake
 from bot.keys import AccountKey
 from bot.language import LinguaDetector
 from bot.logs import redact
 from bot.networks import Needs, by_name
+from bot.outbox import OutboxWorker, concurrency_for
 from bot.pacing import Pacer, Rates
 from bot.scheduler import TaskScheduler
 from handlers import effects, privacy, rooms, router, submission
@@ -49,8 +49,7 @@ class StartupError(Exception):
 def build_networks(settings: Settings, state: StateRepository, pacers: dict[str, Pacer]) -> dict[str, Network]:
     networks: dict[str, Network] = {}
     for name, section in settings.networks.items():
-        pacer = pacers[name]
-        needs = Needs(settings, state, pacer, settings.database.parent, concurrency_for({name: pacer}))
+        needs = Needs(settings, state, settings.database.parent, concurrency_for({name: pacers[name]}))
         networks[name] = by_name(name).build(section, needs)
     return networks
 
@@ -85,7 +84,7 @@ class Relay:
     networks: dict[str, Network] = field(default_factory=dict)
     db: Database | None = None
     ctx: Context | None = None
-    worker: DeliveryWorker | None = None
+    worker: OutboxWorker | None = None
     scheduler: TaskScheduler = field(default_factory=TaskScheduler)
     rates: dict[str, Rates] | None = None  # None: from the settings
     translator: Translator | None = None  # None: built from the settings
@@ -137,7 +136,7 @@ class Relay:
             hasher=AccountKey.load_or_create(files.key_path(settings.database)),
             events=effects.subscribe(DomainEvents()),
         )
-        self.worker = DeliveryWorker(self.ctx, {name: pacers[name] for name in self.networks})
+        self.worker = OutboxWorker(self.ctx, {name: pacers[name] for name in self.networks})
         self.ctx.wake_delivery = self._wake_delivery
         await privacy.hash_legacy_bans(self.ctx)
         await submission.announce_leftovers(self.ctx)
@@ -172,6 +171,11 @@ class Relay:
         for chore in self._chores:
             chore.cancel()
         await asyncio.gather(*self._chores, return_exceptions=True)
+        for name, network in self.networks.items():
+            try:
+                await network.stop_receiving()
+            except Exception as error:
+                log.warning("%s did not stop receiving cleanly (%s)", name, type(error).__name__)
         if self.intake is not None:
             if self.ctx is not None and not await self.intake.drain(within=DRAIN_SECONDS):
                 log.warning("stopping with %d events not handled", self.intake.waiting)

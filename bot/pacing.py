@@ -83,20 +83,6 @@ class Pacer:
         self._next_for_chat[chat_id] = max(self._next_for_chat.get(chat_id, 0.0),
                                            self._last_sent + self.rates.interval(kind))
 
-    def chat_wait(self, chat_id: str) -> float:
-        """Seconds until this chat's next slot (0: now)."""
-        return max(0.0, self._next_for_chat.get(chat_id, 0.0) - self.clock())
-
-    async def acquire_global(self) -> None:
-        """A slot in the overall rate only, for the bot's own notices, replies and card edits: they count
-        against the platform's limit too, so they must not squeeze past a broadcast."""
-        spacing = 1.0 / self.rate
-        global_slot = max(self.clock(), self._next_global)
-        self._next_global = global_slot + spacing
-        while (gap := max(global_slot, self._last_sent + spacing) - self.clock()) > 0:
-            await self.sleep(gap)
-        self._last_sent = self.clock()
-
     def pause(self, chat_id: str, seconds: float) -> None:
         """The platform asked this chat to wait; 429s across several chats also slow everything down."""
         now = self.clock()

@@ -6,10 +6,11 @@ import logging
 from dataclasses import replace
 
 from handlers import cards
-from handlers.common import gettext_for, send
+from handlers.common import gettext_for
 from handlers.context import Context
 from handlers.domain import LetterDecided, LetterPublished
-from handlers.events import OutgoingMessage
+from handlers.events import ChatKind, OutgoingMessage
+from handlers.outbox import queue_broadcast, say
 from handlers.subscriptions import subscriber_name
 from handlers.text import split_text
 from handlers.translating import LetterText
@@ -41,15 +42,6 @@ def _footer(ctx: Context, letter: Letter, text: LetterText, language: str) -> st
     return None
 
 
-async def compose(ctx: Context, letter: Letter, platform: str, chat_id: str, language: str) -> list[OutgoingMessage]:
-    """The messages of one delivery, in order: numbered parts cut at paragraph or sentence boundaries.
-
-    Nothing here names the sender: a letter reaches subscribers as its text alone.
-    """
-    parts = render(ctx, letter, platform, language, await text_in(ctx, letter, language))
-    return address(parts, letter.id, chat_id)
-
-
 def render(
     ctx: Context, letter: Letter, platform: str, language: str, letter_text: LetterText
 ) -> list[OutgoingMessage]:
@@ -79,30 +71,29 @@ def address(parts: list[OutgoingMessage], letter_id: int, chat_id: str) -> list[
 
 
 async def show_progress(ctx: Context, letter_id: int) -> None:
-    """"delivering 340/1000" on the letter's cards while its broadcast runs."""
-    progress = await ctx.repos.deliveries.progress(letter_id)
-    decision = await ctx.repos.letters.deciding(letter_id)
-    if progress.open and decision is not None:
-        await cards.show_status(ctx, letter_id, cards.decision_status(ctx, decision, progress))
+    """"delivering 340/1000" on the letter's cards while its broadcast runs (rendered when the card is sent)."""
+    await cards.show(ctx, letter_id)
 
 
 async def publish_if_done(ctx: Context, letter_id: int) -> None:
-    """Once no delivery of the letter is open, it is published: LetterPublished, once (marked in the database)."""
+    """Once no delivery of the letter is open, it is published: LetterPublished, once (marked in the database,
+    in the transaction that writes what the event's subscribers say)."""
     if await ctx.repos.deliveries.any_open(letter_id):
         return
-    if not await ctx.repos.letters.mark_reported(letter_id, ctx.clock.now()):
-        return
-    progress = await ctx.repos.deliveries.progress(letter_id)
-    decision = await ctx.repos.letters.deciding(letter_id)
-    if decision is not None:
-        await ctx.events.publish(ctx, LetterPublished(decision, progress))
+    async with ctx.repos.db.transaction():
+        if not await ctx.repos.letters.mark_reported(letter_id, ctx.clock.now()):
+            return
+        progress = await ctx.repos.deliveries.progress(letter_id)
+        decision = await ctx.repos.letters.deciding(letter_id)
+        if decision is not None:
+            await ctx.events.publish(ctx, LetterPublished(decision, progress))
 
 
 async def report(ctx: Context, event: LetterPublished) -> None:
     """A published letter's report in every moderation room: how many received it, and what went wrong."""
     text = await _report_text(ctx, event.decision.letter_id)
     for room in ctx.policy.moderation_rooms:
-        await send(ctx, room.platform, OutgoingMessage(chat_id=room.chat_id, text=text, silent=True))
+        await say(ctx, room.platform, OutgoingMessage(chat_id=room.chat_id, text=text, silent=True), ChatKind.GROUP)
 
 
 async def _report_text(ctx: Context, letter_id: int) -> str:
@@ -123,8 +114,8 @@ async def _report_text(ctx: Context, letter_id: int) -> str:
 
 
 async def on_decided(ctx: Context, event: LetterDecided) -> None:
-    """An approved letter's deliveries were queued with the decision: the worker is woken for them (and a letter
-    with no subscriber at all is reported as published at once)."""
+    """An approved letter goes to the broadcast queue: a delivery for every active subscription (and a letter with
+    no subscriber at all is published at once)."""
     if event.decision.action == "approve":
-        ctx.wake_delivery()
+        await queue_broadcast(ctx, event.letter.id)
         await publish_if_done(ctx, event.letter.id)

@@ -1,18 +1,25 @@
-"""Moderation cards: posting a letter in every moderation room, and showing each decision on all its cards."""
+"""Moderation cards: a letter in every moderation room, showing its state (pending with its buttons, decided,
+delivering, delivered) on all its cards.
+
+What a card should show is asked of the outbox (`show`); what it shows is rendered when the worker sends it
+(`next_send`), from the letter as it is then: however many changes came, a card is sent its newest state.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from handlers.common import gettext_for, retry_of, send
+from handlers.common import gettext_for
 from handlers.context import Context, Room
 from handlers.domain import LetterAnnounced, LetterDecided, LetterPublished, LetterWithdrawn
-from handlers.events import Action, OutgoingMessage, RemoteRef
-from handlers.ports import Capability, DeliveryError
+from handlers.events import Action, ChatKind, OutgoingMessage, RemoteRef
+from handlers.outbox import say
+from handlers.ports import Capability
 from handlers.text import split_text
-from storage.cards import Card
 from storage.deliveries import Progress
-from storage.letters import PENDING, REJECTED, SENDER_EDIT, WITHDRAWN, Decision, Letter
+from storage.letters import APPROVED, PENDING, REJECTED, SENDER_EDIT, WITHDRAWN, Decision, Letter
+from storage.outbox import CardPart
 
 log = logging.getLogger(__name__)
 
@@ -107,61 +114,73 @@ async def card_message(
     )
 
 
-CARD_ATTEMPTS = 10
+async def show(ctx: Context, letter_id: int, whole: bool = False) -> None:
+    """Ask for the letter's cards to show it as it is now: a card in every moderation room that has none yet, and
+    the newest state on those there are. Written to the outbox (cards lane), rendered when sent.
 
-
-async def post_cards(ctx: Context, letter: Letter, attempt: int = 1) -> None:
-    """A card in every moderation room that has none yet; a room that fails for now is tried again later."""
-    posted = {(card.platform, card.chat_id, card.part) for card in await ctx.repos.cards.for_letter(letter.id)}
-    added = False
-    for room in ctx.policy.moderation_rooms:
-        bodies = card_bodies(ctx, room, letter)
-        for part in range(len(bodies)):
-            if (room.platform, room.chat_id, part) in posted:
-                continue
-            message = await card_message(ctx, room, letter, None, part, bodies)
-            try:
-                ref = await ctx.network(room.platform).send(message)
-            except DeliveryError as error:
-                _card_failed(ctx, letter.id, room, error, attempt)
-                break
-            await ctx.repos.cards.add(Card(letter.id, ref.platform, ref.chat_id, ref.message_id, part))
-            added = True
-    if added:
-        await _catch_up(ctx, letter.id)
-
-
-async def _catch_up(ctx: Context, letter_id: int) -> None:
-    """A decision taken while cards were being posted may have missed the newest of them: show it on all.
-
-    The decision stores its status before it edits the cards it finds; a card stored after that is seen here.
+    `whole`: every part, as after the text changed; else the first part, which carries the status. A rejected or
+    withdrawn letter's text leaves every part.
     """
-    current = await ctx.repos.letters.get(letter_id)
-    if current is None or current.status == PENDING:
-        return
-    decision = await ctx.repos.letters.deciding(letter_id)
-    if decision is not None:
-        await show_status(ctx, letter_id, decision_status(ctx, decision))
-
-
-def _card_failed(ctx: Context, letter_id: int, room: Room, error: DeliveryError, attempt: int) -> None:
-    """Try again later: after a passing failure (CARD_ATTEMPTS in all), or once the room's turn has come."""
-    if error.paced:
-        log.debug("letter #%d: a card on %s waits for the room's turn", letter_id, room.platform)
-    elif error.retryable and attempt < CARD_ATTEMPTS:
-        log.warning("letter #%d: card not posted on %s yet: %s", letter_id, room.platform, error.reason)
-    else:
-        log.error("letter #%d: card not posted on %s: %s", letter_id, room.platform, error.reason)
-    retry = retry_of(error, attempt, CARD_ATTEMPTS)
-    if retry is not None:
-        delay, again = retry
-        ctx.scheduler.call_later(delay, lambda: _post_again(ctx, letter_id, again))
-
-
-async def _post_again(ctx: Context, letter_id: int, attempt: int) -> None:
     letter = await ctx.repos.letters.get(letter_id)
-    if letter is not None and letter.status == "pending":
-        await post_cards(ctx, letter, attempt)
+    if letter is None:
+        return
+    gone = _text_gone(letter)
+    wanted = {CardPart(letter_id, card.platform, card.chat_id, card.part)
+              for card in await ctx.repos.cards.for_letter(letter_id) if whole or gone or card.part == 0}
+    if not gone:
+        for room in ctx.policy.moderation_rooms:
+            parts = len(card_bodies(ctx, room, letter)) if whole else 1
+            wanted.update(CardPart(letter_id, room.platform, room.chat_id, part) for part in range(parts))
+    await ctx.repos.outbox.renew_in_flight(letter_id)
+    # In order: a card's first part is posted before the rest.
+    await ctx.repos.outbox.want_cards(sorted(wanted, key=lambda card: (card.platform, card.chat_id, card.part)),
+                                      ctx.clock.now())
+    ctx.wake_delivery()
+
+
+@dataclass(frozen=True)
+class CardSend:
+    """What one card part needs now: a new message (`ref` None), an edit of `ref`, or a scrub of it."""
+
+    message: OutgoingMessage
+    ref: RemoteRef | None = None
+    scrub: bool = False
+
+
+async def next_send(ctx: Context, wanted: CardPart) -> CardSend | None:
+    """The card part as its letter is now; None when there is nothing to show (no card for a rejected letter)."""
+    letter = await ctx.repos.letters.get(wanted.letter_id)
+    if letter is None:
+        return None
+    card = await ctx.repos.cards.find_part(wanted.letter_id, wanted.platform, wanted.chat_id, wanted.part)
+    ref = RemoteRef(card.platform, card.chat_id, card.message_id) if card is not None else None
+    room = Room(wanted.platform, wanted.chat_id)
+    status = await card_status(ctx, letter)
+    if _text_gone(letter):
+        if ref is None:
+            return None
+        if wanted.part == 0:
+            return CardSend(await card_message(ctx, room, letter, status), ref, scrub=True)
+        return CardSend(OutgoingMessage(chat_id=room.chat_id, text=_removed(ctx), silent=True), ref, scrub=True)
+    bodies = card_bodies(ctx, room, letter)
+    if wanted.part >= len(bodies):
+        if ref is None:
+            return None
+        _ = gettext_for(ctx, ctx.moderation_language())
+        return CardSend(OutgoingMessage(chat_id=room.chat_id, text=_("(This part is no longer used.)"), silent=True),
+                        ref)
+    return CardSend(await card_message(ctx, room, letter, status, wanted.part, bodies), ref)
+
+
+async def card_status(ctx: Context, letter: Letter) -> str | None:
+    """The status line a decided letter's card shows: who decided, and how its broadcast is going."""
+    decision = await ctx.repos.letters.deciding(letter.id) if letter.status != PENDING else None
+    if decision is None:
+        return None
+    if letter.status != APPROVED:
+        return decision_status(ctx, decision)
+    progress = await ctx.repos.deliveries.progress(letter.id)
+    return decision_status(ctx, decision, progress if progress.total or letter.reported_at is not None else None)
 
 
 def decision_status(ctx: Context, decision: Decision, progress: Progress | None = None) -> str:
@@ -193,17 +212,13 @@ def progress_text(ctx: Context, progress: Progress) -> str:
     return text
 
 
-async def show_status(ctx: Context, letter_id: int, status: str) -> None:
-    """Show the letter's status on every card; a rejected or withdrawn letter's text leaves every part."""
-    letter = await ctx.repos.letters.get(letter_id)
-    if letter is None:
-        return
-    if _text_gone(letter):
-        await _scrub_cards(ctx, letter, status)
-        return
-    for card in await ctx.repos.cards.for_letter(letter_id):
-        if card.part == 0:
-            await _edit(ctx, card, await card_message(ctx, Room(card.platform, card.chat_id), letter, status))
+async def _status_notices(ctx: Context, decision: Decision) -> None:
+    """Where a scrubbed card shows as deleted, the decision is said in the room as well."""
+    status = decision_status(ctx, decision)
+    for room in ctx.policy.moderation_rooms:
+        if Capability.SCRUB_IN_PLACE not in ctx.network(room.platform).capabilities:
+            await say(ctx, room.platform, OutgoingMessage(chat_id=room.chat_id, text=status, silent=True),
+                      ChatKind.GROUP)
 
 
 async def refresh(ctx: Context, letter_id: int) -> None:
@@ -212,60 +227,25 @@ async def refresh(ctx: Context, letter_id: int) -> None:
     The new text may need more parts than the card has (they are posted) or fewer (the rest are emptied).
     """
     letter = await ctx.repos.letters.get(letter_id)
-    if letter is None or letter.status != PENDING:
-        return
-    _ = gettext_for(ctx, ctx.moderation_language())
-    for room in ctx.policy.moderation_rooms:
-        bodies = card_bodies(ctx, room, letter)
-        for card in await ctx.repos.cards.for_letter(letter_id):
-            if (card.platform, card.chat_id) != (room.platform, room.chat_id):
-                continue
-            if card.part < len(bodies):
-                message = await card_message(ctx, room, letter, None, card.part, bodies)
-            else:
-                message = OutgoingMessage(chat_id=room.chat_id, text=_("(This part is no longer used.)"), silent=True)
-            await _edit(ctx, card, message)
-    await post_cards(ctx, letter)
+    if letter is not None and letter.status == PENDING:
+        await show(ctx, letter_id, whole=True)
 
 
-async def _scrub_cards(ctx: Context, letter: Letter, status: str) -> None:
-    removed = _removed(ctx)
-    for card in await ctx.repos.cards.for_letter(letter.id):
-        if card.part == 0:
-            message = await card_message(ctx, Room(card.platform, card.chat_id), letter, status)
-        else:
-            message = OutgoingMessage(chat_id=card.chat_id, text=removed, silent=True)
-        network = ctx.network(card.platform)
-        try:
-            await network.scrub(RemoteRef(card.platform, card.chat_id, card.message_id), message)
-        except DeliveryError as error:
-            log.warning("letter #%d: a card part could not be scrubbed: %s", letter.id, error.reason)
-            continue
-        if card.part == 0 and Capability.SCRUB_IN_PLACE not in network.capabilities:
-            # The card now shows as deleted: the decision must still be visible in the room.
-            await send(ctx, card.platform, OutgoingMessage(chat_id=card.chat_id, text=status, silent=True))
-
-
-async def _edit(ctx: Context, card: Card, message: OutgoingMessage) -> None:
-    try:
-        await ctx.network(card.platform).edit(RemoteRef(card.platform, card.chat_id, card.message_id), message)
-    except DeliveryError as error:
-        log.warning("letter #%d: a card on %s was not edited: %s", card.letter_id, card.platform, error.reason)
+async def on_announced(ctx: Context, event: LetterAnnounced) -> None:
+    await show(ctx, event.letter.id, whole=True)
 
 
 async def on_decided(ctx: Context, event: LetterDecided) -> None:
-    await show_status(ctx, event.letter.id, decision_status(ctx, event.decision))
+    await show(ctx, event.letter.id)
+    if event.decision.action != "approve":
+        await _status_notices(ctx, event.decision)
 
 
 async def on_withdrawn(ctx: Context, event: LetterWithdrawn) -> None:
-    await show_status(ctx, event.decision.letter_id, decision_status(ctx, event.decision))
+    await show(ctx, event.decision.letter_id)
+    await _status_notices(ctx, event.decision)
 
 
 async def on_published(ctx: Context, event: LetterPublished) -> None:
     """The card's final status: delivered to how many."""
-    decision = event.decision
-    await show_status(ctx, decision.letter_id, decision_status(ctx, decision, event.progress))
-
-
-async def on_announced(ctx: Context, event: LetterAnnounced) -> None:
-    await post_cards(ctx, event.letter)
+    await show(ctx, event.decision.letter_id)

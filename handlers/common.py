@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from handlers.context import Context
-from handlers.events import ChatRef, IncomingMessage, OutgoingMessage, RemoteRef
-from handlers.ports import DeliveryError
-
-log = logging.getLogger(__name__)
+from handlers.events import ChatRef, IncomingMessage, OutgoingMessage
+from handlers.outbox import say
 
 # A command word right after the prefix (no space: "/ we are with you" is a letter), optionally addressed to a
 # bot by name as Telegram groups do (`/approve@RelayBot 12`), then the arguments.
@@ -68,46 +65,8 @@ def command_text(ctx: Context, platform: str, command: str) -> str:
     return ctx.network(platform).command_prefix + command
 
 
-NOTICE_ATTEMPTS = 6
-
-
-async def send(ctx: Context, platform: str, message: OutgoingMessage, attempt: int = 1) -> RemoteRef | None:
-    """Send a notice; a failure is logged, not raised, so one unreachable chat never stops a handler.
-
-    A passing failure (429, 5xx, network) is tried again later from a timer, never by sleeping here; so is a
-    notice that must wait for its chat's turn, without using up an attempt.
-    """
-    try:
-        return await ctx.network(platform).send(message)
-    except DeliveryError as error:
-        if error.paced:
-            log.debug("a notice on %s waits for its chat's turn", platform)
-        else:
-            log.warning("could not send a notice on %s: %s", platform, error.reason)
-        retry = retry_of(error, attempt, NOTICE_ATTEMPTS)
-        if retry is not None:
-            delay, again = retry
-            ctx.scheduler.call_later(delay, lambda: _resend(ctx, platform, message, again))
-        return None
-
-
-def retry_of(error: DeliveryError, attempt: int, attempts: int) -> tuple[float, int] | None:
-    """(delay, next attempt) for a notice or card that failed at `attempt` of `attempts`; None: given up.
-
-    Waiting for the chat's turn (`paced`) is no failure: it uses up no attempt and never gives up.
-    """
-    if not error.retryable or (attempt >= attempts and not error.paced):
-        return None
-    delay = error.retry_after if error.retry_after is not None else min(2.0**attempt, 300)
-    return delay, attempt if error.paced else attempt + 1
-
-
-async def _resend(ctx: Context, platform: str, message: OutgoingMessage, attempt: int) -> None:
-    await send(ctx, platform, message, attempt)
-
-
-async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None) -> RemoteRef | None:
-    return await send(ctx, chat.platform, OutgoingMessage(chat_id=chat.chat_id, text=text, title=title))
+async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None) -> None:
+    await say(ctx, chat.platform, OutgoingMessage(chat_id=chat.chat_id, text=text, title=title), chat.kind)
 
 
 async def refuse_outside(ctx: Context, message: IncomingMessage) -> None:

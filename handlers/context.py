@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,6 +11,7 @@ from handlers.domain import DomainEvents
 from handlers.limits import RefusalGate
 from handlers.ports import AccountHasher, ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Transport
 from handlers.translating import TranslationService
+from storage.connection import Statements
 from storage.repositories import Repositories
 
 # A text at least this close to the platform's limit was probably cut there by the client.
@@ -59,11 +60,17 @@ class Context:
     translating: TranslationService | None
     hasher: AccountHasher
     wake_delivery: Callable[[], None] = lambda: None
-    # Serialises joining, announcing and deciding, whose check-then-act steps span several awaits.
-    letters_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     refusals: RefusalGate = field(default_factory=RefusalGate)
     # What follows a decision (cards, notices, the broadcast queue, retention): subscribed at the composition root.
     events: DomainEvents = field(default_factory=DomainEvents)
+
+    def transaction(self) -> AbstractAsyncContextManager[Statements]:
+        """A change and what it causes (the messages it has the bot say, the events' effects) commit together.
+
+        Writes are one at a time, so a transaction also serialises check-then-act steps (joining a part to its
+        letter, the first decision winning). Nothing in it may wait for a network.
+        """
+        return self.repos.db.transaction()
 
     def network(self, platform: str) -> Network:
         return self.networks[platform]

@@ -65,16 +65,16 @@ async def edit_command(ctx: Context, message: IncomingMessage, command: Command)
         await reply(ctx, message.chat, _("Write the new text after the number, for example: {command}").format(
             command=usage))
         return
-    async with ctx.letters_lock:
+    async with ctx.transaction():
         edited = await ctx.repos.letters.edit_text(letter.id, text, utf16_len(text),
                                                    _decision(ctx, message, letter.id, "edit", None))
-    if not edited:
-        await reply(ctx, message.chat, _("#{number} is not pending any more.").format(number=letter.id))
-        return
-    await forget_translations(ctx, letter.id)
-    await cards.refresh(ctx, letter.id)
-    await reply(ctx, message.chat, _("#{number} now has the new text; its translations will be made again.").format(
-        number=letter.id))
+        if not edited:
+            await reply(ctx, message.chat, _("#{number} is not pending any more.").format(number=letter.id))
+            return
+        await forget_translations(ctx, letter.id)
+        await cards.refresh(ctx, letter.id)
+        await reply(ctx, message.chat, _("#{number} now has the new text; its translations will be made again.")
+                    .format(number=letter.id))
 
 
 async def forget_translations(ctx: Context, letter_id: int) -> None:
@@ -98,13 +98,14 @@ async def lang_command(ctx: Context, message: IncomingMessage, command: Command)
     letter = await _letter_or_usage(ctx, message, number, "lang 12 es")
     if letter is None or await _refuse_decided(ctx, message, letter, _CORRECTABLE):
         return
-    await ctx.repos.letters.set_language(number, code)
-    await ctx.repos.letters.record(_decision(ctx, message, number, "lang", code))
-    await forget_translations(ctx, number)
-    await cards.refresh(ctx, number)
     name = ctx.texts.language_name(code, ctx.moderation_language())
-    done = _("Letter #{number} is now marked as {language}.").format(number=number, language=name)
-    await reply(ctx, message.chat, done)
+    async with ctx.transaction():
+        await ctx.repos.letters.set_language(number, code)
+        await ctx.repos.letters.record(_decision(ctx, message, number, "lang", code))
+        await forget_translations(ctx, number)
+        await cards.refresh(ctx, number)
+        await reply(ctx, message.chat, _("Letter #{number} is now marked as {language}.").format(
+            number=number, language=name))
 
 
 async def translation_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -123,11 +124,12 @@ async def translation_command(ctx: Context, message: IncomingMessage, command: C
         return
     name = ctx.texts.language_name(language, ctx.moderation_language())
     if replacing:
-        await ctx.repos.translations.put(letter.id, language, parts[2].strip(), "moderator", ctx.clock.now())
-        await ctx.repos.letters.record(_decision(ctx, message, letter.id, "translation", language))
-        await cards.refresh(ctx, letter.id)
-        await reply(ctx, message.chat, _("The {language} translation of #{number} is replaced; letters not yet sent "
-                                         "will use it.").format(language=name, number=letter.id))
+        async with ctx.transaction():
+            await ctx.repos.translations.put(letter.id, language, parts[2].strip(), "moderator", ctx.clock.now())
+            await ctx.repos.letters.record(_decision(ctx, message, letter.id, "translation", language))
+            await cards.refresh(ctx, letter.id)
+            await reply(ctx, message.chat, _("The {language} translation of #{number} is replaced; letters not yet "
+                                             "sent will use it.").format(language=name, number=letter.id))
         return
     stored = await ctx.repos.translations.get(letter.id, language)
     if stored is not None:

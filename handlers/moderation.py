@@ -97,8 +97,9 @@ async def _decide_command(ctx: Context, message: IncomingMessage, command: Comma
         await reply(ctx, message.chat, _("Which letter? For example: {command}").format(command=usage))
         return
     reason = command.args.split(None, 1)[1].strip() if len(command.words) > 1 else None
-    outcome = await decide(ctx, number, action, message.sender, message.chat.platform, reason)
-    await reply(ctx, message.chat, outcome)
+    async with ctx.transaction():
+        outcome = await decide(ctx, number, action, message.sender, message.chat.platform, reason)
+        await reply(ctx, message.chat, outcome)
 
 
 async def decide(ctx: Context, number: int, action: str, moderator: UserRef, platform: str, reason: str | None) -> str:
@@ -108,12 +109,12 @@ async def decide(ctx: Context, number: int, action: str, moderator: UserRef, pla
     if letter is None or letter.announced_at is None:
         return _("There is no letter #{number}.").format(number=number)
     decision = Decision(number, action, platform, moderator.user_id, moderator.display_name, reason, ctx.clock.now())
-    async with ctx.letters_lock:
-        taken = await ctx.repos.letters.decide(number, decision)
-    if not taken:
-        return await _already_decided(ctx, number)
+    async with ctx.transaction():
+        if not await ctx.repos.letters.decide(number, decision):
+            return await _already_decided(ctx, number)
+        # The cards, the sender's notice and the broadcast queue are written with the decision.
+        await ctx.events.publish(ctx, LetterDecided(letter, decision))
     log.info("letter #%d: %s (%s)", number, action, platform)
-    await ctx.events.publish(ctx, LetterDecided(letter, decision))
     if action == "approve":
         return _("#{number} approved.").format(number=number)
     return _("#{number} rejected.").format(number=number)

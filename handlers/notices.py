@@ -1,11 +1,13 @@
-"""What the sender of a letter is told when the moderators decide on it, in the sender's language."""
+"""What the sender of a letter is told when the moderators decide on it, in the sender's language (an outbox row
+written with the decision)."""
 
 from __future__ import annotations
 
-from handlers.common import gettext_for, send
+from handlers.common import gettext_for
 from handlers.context import Context
 from handlers.domain import LetterDecided
 from handlers.events import OutgoingMessage
+from handlers.outbox import say
 from storage.letters import Letter
 
 
@@ -20,15 +22,14 @@ async def _tell_sender_approved(ctx: Context, letter: Letter) -> None:
     sender = await ctx.repos.senders.get(letter.sender_id)
     if sender is None:
         return
-    subscriptions = await ctx.repos.subscriptions.active()
-    languages = {subscription.language for subscription in subscriptions}
+    count, languages = await ctx.repos.subscriptions.audience()
     ngettext = ctx.texts.ngettext(sender.language or ctx.policy.default_language)
     text = ngettext(
         "✅ Your letter #{number} was approved and is on its way to {count} subscriber in {languages} language(s).",
         "✅ Your letter #{number} was approved and is on its way to {count} subscribers in {languages} language(s).",
-        len(subscriptions),
-    ).format(number=letter.id, count=len(subscriptions), languages=len(languages))
-    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
+        count,
+    ).format(number=letter.id, count=count, languages=languages)
+    await say(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
 
 
 async def _tell_sender_rejected(ctx: Context, letter: Letter, reason: str | None) -> None:
@@ -40,5 +41,5 @@ async def _tell_sender_rejected(ctx: Context, letter: Letter, reason: str | None
         text = _("Your letter #{number} was not published. The moderators said: “{reason}”.")
     else:
         text = _("Your letter #{number} was not published.")
-    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text.format(
+    await say(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text.format(
         number=letter.id, reason=reason)))

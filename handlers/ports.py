@@ -21,9 +21,6 @@ class DeliveryError(Exception):
     retry_after: seconds the platform asked us to wait, if it said
     gone:        the chat is gone or forbids the bot: deactivate the subscription, never retry
     moved_to:    the chat has a new id (a Telegram group that became a supergroup)
-    paced:       not sent at all: the chat's own pace (Telegram: 20 a minute into a group) makes the message
-                 wait `retry_after` seconds, which the caller spends elsewhere; it is no failure and uses up
-                 no attempt
     """
 
     def __init__(
@@ -34,7 +31,6 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         gone: bool = False,
         moved_to: str | None = None,
-        paced: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -42,7 +38,6 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
         self.gone = gone
         self.moved_to = moved_to
-        self.paced = paced
 
 
 class Capability(enum.Enum):
@@ -67,6 +62,10 @@ class Transport(Protocol):
     def text_length(self, text: str) -> int: ...
 
     async def start(self, dispatch: Dispatch) -> None: ...
+
+    async def stop_receiving(self) -> None:
+        """Take in no more events, and hand over those already taken in (the first step of a stop)."""
+        ...
 
     async def stop(self) -> None: ...
 

@@ -11,9 +11,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from handlers import cards
 from handlers.common import Command, command_text, gettext_for, reader_language, reply
 from handlers.context import Context
+from handlers.domain import LetterWithdrawn
 from handlers.events import IncomingMessage
 from storage.letters import Decision
 
@@ -60,10 +60,12 @@ async def purge(ctx: Context) -> Purged:
     return purged
 
 
-async def after_told(ctx: Context) -> None:
-    """With RETENTION_DAYS=0 a decided letter is unlinked as soon as its sender has been told."""
+def after_told(ctx: Context) -> None:
+    """With RETENTION_DAYS=0 a decided letter is unlinked as soon as its sender's notice is written (it carries its
+    own address). The purge runs once the transaction that wrote it is committed; if the process dies first, the
+    purge at the next start does it."""
     if ctx.policy.retention_days == 0:
-        await purge(ctx)
+        ctx.scheduler.call_later(0, lambda: purge(ctx))
 
 
 async def hash_legacy_bans(ctx: Context) -> None:
@@ -133,14 +135,13 @@ async def _withdraw_pending(ctx: Context, platform: str, user_id: str) -> list[i
     withdrawn = []
     for letter_id in await ctx.repos.letters.pending_of(sender.id):
         decision = Decision(letter_id, "withdraw", platform, "", "sender", None, ctx.clock.now())
-        async with ctx.letters_lock:
-            taken = await ctx.repos.letters.decide(letter_id, decision)
-        if taken:
-            withdrawn.append(letter_id)
-            await cards.show_status(ctx, letter_id, cards.decision_status(ctx, decision))
+        async with ctx.transaction():
+            if await ctx.repos.letters.decide(letter_id, decision):
+                withdrawn.append(letter_id)
+                await ctx.events.publish(ctx, LetterWithdrawn(decision))
     return withdrawn
 
 
 async def on_decided(ctx: Context, event: object) -> None:
     """The sender has been told of a decision or withdrawal: with RETENTION_DAYS=0 the link goes now."""
-    await after_told(ctx)
+    after_told(ctx)

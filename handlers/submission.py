@@ -4,12 +4,14 @@ the sender's own edits and deletions, withdraw."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from handlers import cards, editing, privacy
-from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply, send
+from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply
 from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
 from handlers.domain import LetterAnnounced, LetterWithdrawn
 from handlers.events import UNDECRYPTABLE, ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
+from handlers.outbox import say
 from handlers.text import clean_text
 from storage.letters import (
     APPROVED,
@@ -73,7 +75,7 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
     if await ctx.repos.bans.is_banned(_account(ctx, message)):
         await _refuse(ctx, message, "banned", _("Sorry, the moderators no longer accept letters from this account."))
         return
-    async with ctx.letters_lock:
+    async with ctx.transaction():
         if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
             return  # the same platform message again (a replayed update): it is stored already
         stored = await _store(ctx, message, _part(message, text))
@@ -205,16 +207,16 @@ async def edited(ctx: Context, edit: MessageEdited) -> None:
             number=part.letter_id, limit=f"{MAX_LETTER_LENGTH:,}"))
         return
     decision = Decision(part.letter_id, SENDER_EDIT, edit.chat.platform, "", "sender", None, ctx.clock.now())
-    async with ctx.letters_lock:
+    async with ctx.transaction():
         replaced = part.status == PENDING and await ctx.repos.letters.replace_part(part, text, length, decision)
-    if not replaced:
-        await _refuse_late_edit(ctx, edit, part.letter_id)
-        return
-    await editing.forget_translations(ctx, part.letter_id)
-    if part.announced:
-        await _detect_again(ctx, part.letter_id)
-        await cards.refresh(ctx, part.letter_id)
-        await reply(ctx, edit.chat, _("Letter #{number} now has your new text.").format(number=part.letter_id))
+        if not replaced:
+            await _refuse_late_edit(ctx, edit, part.letter_id)
+            return
+        await editing.forget_translations(ctx, part.letter_id)
+        if part.announced:
+            await _detect_again(ctx, part.letter_id)
+            await cards.refresh(ctx, part.letter_id)
+            await reply(ctx, edit.chat, _("Letter #{number} now has your new text.").format(number=part.letter_id))
 
 
 async def _own_part(ctx: Context, event: MessageEdited | MessageDeleted) -> PartOf | None:
@@ -268,26 +270,29 @@ async def announce_when_complete(ctx: Context, letter_id: int) -> None:
 
 
 async def announce(ctx: Context, letter_id: int) -> None:
-    """The receipt to the sender and a card in every moderation room, once per letter."""
-    async with ctx.letters_lock:
-        letter = await ctx.repos.letters.get(letter_id)
-        if letter is None or not await ctx.repos.letters.mark_announced(letter_id, ctx.clock.now()):
+    """The receipt to the sender and a card in every moderation room, once per letter, written together."""
+    letter = await ctx.repos.letters.get(letter_id)
+    if letter is None or letter.announced_at is not None:
+        return
+    # Detected before the transaction: a long text takes lingua a while, and the writes wait for nothing.
+    language = ctx.detector.detect(letter.text) if letter.status == PENDING else letter.language
+    async with ctx.transaction():
+        if not await ctx.repos.letters.mark_announced(letter_id, ctx.clock.now()):
             return
-        if letter.status != "pending":
+        letter = await ctx.repos.letters.get(letter_id)
+        if letter is None or letter.status != PENDING:
             return  # withdrawn by `forget` while it could still grow: nothing to announce
-        language = ctx.detector.detect(letter.text)
         if language != letter.language:
             await ctx.repos.letters.set_language(letter_id, language)
-        letter = await ctx.repos.letters.get(letter_id)
-    assert letter is not None
-    sender = await ctx.repos.senders.get(letter.sender_id)
-    if sender is None:
-        return  # forgotten between its arrival and now
-    await _send_receipt(ctx, sender, letter)
-    if letter.length > MAX_LETTER_LENGTH:
-        await _refuse_oversized(ctx, sender, letter)
-        return
-    await ctx.events.publish(ctx, LetterAnnounced(letter))
+            letter = replace(letter, language=language)
+        sender = await ctx.repos.senders.get(letter.sender_id)
+        if sender is None:
+            return  # forgotten between its arrival and now
+        await _send_receipt(ctx, sender, letter)
+        if letter.length > MAX_LETTER_LENGTH:
+            await _refuse_oversized(ctx, sender, letter)
+            return
+        await ctx.events.publish(ctx, LetterAnnounced(letter))
 
 
 async def _send_receipt(ctx: Context, sender: Sender, letter: Letter) -> None:
@@ -296,7 +301,7 @@ async def _send_receipt(ctx: Context, sender: Sender, letter: Letter) -> None:
         "📨 Thank you! Your letter #{number} is with the moderators. I will tell you here when they decide.\n"
         "Changed your mind? {command}"
     ).format(number=letter.id, command=command_text(ctx, sender.platform, f"withdraw {letter.id}"))
-    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
+    await say(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
 
 
 async def _refuse_oversized(ctx: Context, sender: Sender, letter: Letter) -> None:
@@ -309,8 +314,8 @@ async def _refuse_oversized(ctx: Context, sender: Sender, letter: Letter) -> Non
         "Your letter #{number} is {length} characters long; letters can have at most {limit}. "
         "Please shorten it, or send it as several letters."
     ).format(number=letter.id, length=f"{letter.length:,}", limit=f"{MAX_LETTER_LENGTH:,}")
-    await send(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
-    await privacy.after_told(ctx)
+    await say(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
+    privacy.after_told(ctx)
 
 
 async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -333,14 +338,13 @@ async def _withdraw(ctx: Context, chat: ChatRef, language: str | None, number: i
     _ = gettext_for(ctx, language)
     # The sender's account is not recorded with the decision: the trail names them only by pseudonym.
     decision = Decision(number, "withdraw", chat.platform, "", "sender", None, ctx.clock.now())
-    async with ctx.letters_lock:
-        withdrawn = await ctx.repos.letters.decide(number, decision)
-    if not withdrawn:
-        await reply(ctx, chat, _("Letter #{number} was already decided and can't be withdrawn.")
-                    .format(number=number))
-        return
-    await reply(ctx, chat, _("Letter #{number} is withdrawn. Nobody will see it.").format(number=number))
-    await ctx.events.publish(ctx, LetterWithdrawn(decision))
+    async with ctx.transaction():
+        if not await ctx.repos.letters.decide(number, decision):
+            await reply(ctx, chat, _("Letter #{number} was already decided and can't be withdrawn.")
+                        .format(number=number))
+            return
+        await reply(ctx, chat, _("Letter #{number} is withdrawn. Nobody will see it.").format(number=number))
+        await ctx.events.publish(ctx, LetterWithdrawn(decision))
 
 
 async def announce_leftovers(ctx: Context) -> None:
@@ -349,4 +353,4 @@ async def announce_leftovers(ctx: Context) -> None:
     for letter in await ctx.repos.letters.unannounced():
         await announce_when_complete(ctx, letter.id)
     for letter in await ctx.repos.letters.pending(limit=10_000):
-        await cards.post_cards(ctx, letter)
+        await cards.show(ctx, letter.id, whole=True)

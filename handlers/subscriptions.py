@@ -6,6 +6,7 @@ from handlers import rooms
 from handlers.common import Command, command_text, gettext_for, reader_language, refuse_outside, reply
 from handlers.context import Context
 from handlers.events import ChatKind, ChatRef, IncomingMessage, MembershipChanged, Role
+from handlers.outbox import end_subscription
 from storage.subscriptions import Subscription
 
 
@@ -76,8 +77,10 @@ async def _end(ctx: Context, message: IncomingMessage, platform: str, chat_id: s
     if subscription is None or not subscription.active:
         await reply(ctx, message.chat, _("{chat} is not subscribed.").format(chat=chat_id))
         return
-    await ctx.repos.subscriptions.deactivate(subscription.id, "unsubscribed", ctx.clock.now())
-    await reply(ctx, message.chat, _("{chat} no longer receives letters.").format(chat=subscription.title or chat_id))
+    async with ctx.transaction():
+        await end_subscription(ctx, subscription.id, "unsubscribed")
+        await reply(ctx, message.chat, _("{chat} no longer receives letters.").format(
+            chat=subscription.title or chat_id))
 
 
 def _platform_of(ctx: Context, reference: str) -> str | None:
@@ -165,4 +168,4 @@ async def membership_changed(ctx: Context, event: MembershipChanged) -> None:
         return
     subscription = await ctx.repos.subscriptions.find(event.chat.platform, event.chat.chat_id)
     if subscription is not None:
-        await ctx.repos.subscriptions.deactivate(subscription.id, event.reason, ctx.clock.now())
+        await end_subscription(ctx, subscription.id, event.reason)

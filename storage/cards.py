@@ -37,6 +37,13 @@ class CardRepository:
         )
         return [Card(*(row[key] for key in Card.__dataclass_fields__)) for row in rows]
 
+    async def find_part(self, letter_id: int, platform: str, chat_id: str, part: int) -> Card | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM cards WHERE letter_id = ? AND platform = ? AND chat_id = ? AND part = ?",
+            (letter_id, platform, chat_id, part),
+        )
+        return Card(*(row[key] for key in Card.__dataclass_fields__)) if row else None
+
     async def find(self, platform: str, chat_id: str, message_id: str) -> Card | None:
         row = await self.db.fetchone(
             "SELECT * FROM cards WHERE platform = ? AND chat_id = ? AND message_id = ?",

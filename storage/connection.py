@@ -74,7 +74,7 @@ class Connection(Statements, Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Statements]:
         """A write transaction: one at a time in the process, committed at the end of the block, rolled back if it
-        raises. Its statements do not nest another transaction."""
+        raises. Opened again by the task that holds it (a repository's inside a handler's), it is the same one."""
         ...
 
     async def checkpoint(self) -> bool:

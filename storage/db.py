@@ -96,6 +96,7 @@ class Database:
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self.connection = connection
         self._write_lock = asyncio.Lock()
+        self._owner: asyncio.Task[object] | None = None  # the task whose transaction is open
         self._statements = _Statements(connection)
 
     @classmethod
@@ -203,14 +204,23 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Statements]:
+        if self._owner is not None and self._owner is asyncio.current_task():
+            # A repository's own transaction inside a handler's: one transaction, committed by the outer block
+            # (a change and the messages it causes commit together).
+            yield self._statements
+            return
         async with self._write_lock:
-            await self.connection.execute("BEGIN IMMEDIATE")
+            self._owner = asyncio.current_task()
             try:
-                yield self._statements
-            except BaseException:
-                await self.connection.execute("ROLLBACK")
-                raise
-            await self.connection.execute("COMMIT")
+                await self.connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._statements
+                except BaseException:
+                    await self.connection.execute("ROLLBACK")
+                    raise
+                await self.connection.execute("COMMIT")
+            finally:
+                self._owner = None
 
     async def execute(self, sql: str, params: Params = ()) -> Result:
         """One write in its own transaction."""

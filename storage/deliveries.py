@@ -55,6 +55,25 @@ class DeliveryRepository:
         self.db = db
         # An attempt given back (not made) never takes the count below zero.
         self._one_attempt_back = f"attempts = {db.dialect.greatest('attempts - 1', '0')}"
+        # At most one delivery of a letter per subscription, whatever queued it first (the unique key decides).
+        self._queue_for_active = db.dialect.insert_or_ignore(
+            "deliveries", ("letter_id", "subscription_id", "next_attempt_at", "updated_at"),
+            select="SELECT ?, id, ?, ? FROM subscriptions WHERE active = 1 ORDER BY id",
+        )
+
+    async def queue_for_active(self, letter_id: int, at: float) -> int:
+        """A delivery of the letter for every active subscription; returns how many were queued."""
+        queued = await self.db.execute(self._queue_for_active, (letter_id, at, at))
+        return queued.changed
+
+    async def drop_for(self, subscription_id: int, reason: str, at: float) -> int:
+        """A subscription that ended: what it still had queued will not be sent."""
+        dropped = await self.db.execute(
+            """UPDATE deliveries SET state = 'dropped', last_error = ?, updated_at = ?
+               WHERE subscription_id = ? AND state IN ('queued', 'sending')""",
+            (reason, at, subscription_id),
+        )
+        return dropped.changed
 
     async def recover_in_flight(self, at: float) -> int:
         # next_attempt_at is kept: it is already due, and keeps the row's place before later letters.

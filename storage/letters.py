@@ -127,11 +127,6 @@ class LetterRepository:
     def __init__(self, db: Connection) -> None:
         self.db = db
         self._letter_sql = _letter_sql(db.dialect)
-        # At most one delivery of a letter per subscription, whatever queued it first (the unique key decides).
-        self._queue_for_active = db.dialect.insert_or_ignore(
-            "deliveries", ("letter_id", "subscription_id", "next_attempt_at", "updated_at"),
-            select="SELECT ?, id, ?, ? FROM subscriptions WHERE active = 1 ORDER BY id",
-        )
 
     async def has_part(self, platform: str, chat_id: str, message_id: str) -> bool:
         """This platform message was stored before (a replayed update)."""
@@ -266,7 +261,7 @@ class LetterRepository:
         return updated.changed == 1
 
     async def decide(self, letter_id: int, decision: Decision) -> bool:
-        """Approve, reject or withdraw a pending letter; approving queues a delivery for every active subscription.
+        """Approve, reject or withdraw a pending letter (the broadcast queue follows the decision's event).
 
         Returns False when the letter was not pending any more: the first decision wins, atomically.
         """
@@ -279,8 +274,6 @@ class LetterRepository:
             if decided.changed != 1:
                 return False
             await _insert_decision(db, decision)
-            if status == APPROVED:
-                await db.execute(self._queue_for_active, (letter_id, decision.decided_at, decision.decided_at))
         return True
 
     async def edit_text(self, letter_id: int, text: str, length: int, decision: Decision) -> bool:

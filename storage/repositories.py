@@ -8,6 +8,7 @@ from storage.cards import CardRepository
 from storage.connection import Connection
 from storage.deliveries import DeliveryRepository
 from storage.letters import LetterRepository
+from storage.outbox import OutboxRepository
 from storage.privacy import PrivacyRepository
 from storage.rooms import RoomRepository
 from storage.senders import BanRepository, SenderRepository
@@ -26,6 +27,7 @@ class Repositories:
     cards: CardRepository
     subscriptions: SubscriptionRepository
     deliveries: DeliveryRepository
+    outbox: OutboxRepository
     translations: TranslationRepository
     state: StateRepository
     rooms: RoomRepository
@@ -41,6 +43,7 @@ class Repositories:
             cards=CardRepository(db),
             subscriptions=SubscriptionRepository(db),
             deliveries=DeliveryRepository(db),
+            outbox=OutboxRepository(db),
             translations=TranslationRepository(db),
             state=StateRepository(db),
             rooms=RoomRepository(db),

@@ -52,27 +52,23 @@ class SubscriptionRepository:
         )
         return subscription_from(row) if row else None
 
-    async def get(self, subscription_id: int) -> Subscription | None:
-        row = await self.db.fetchone("SELECT * FROM subscriptions WHERE id = ?", (subscription_id,))
-        return subscription_from(row) if row else None
-
     async def active(self) -> list[Subscription]:
         rows = await self.db.fetchall("SELECT * FROM subscriptions WHERE active = 1 ORDER BY platform, id")
         return [subscription_from(row) for row in rows]
 
+    async def audience(self) -> tuple[int, int]:
+        """(active subscriptions, languages they read): counted in the database, as there may be 100,000."""
+        row = await self.db.fetchone("SELECT COUNT(*), COUNT(DISTINCT language) FROM subscriptions WHERE active = 1")
+        assert row is not None
+        return row[0], row[1]
+
     async def deactivate(self, subscription_id: int, reason: str, at: float) -> bool:
-        """Stop the subscription and drop what it still had queued; True when it was active."""
-        async with self.db.transaction() as db:
-            stopped = await db.execute(
-                """UPDATE subscriptions SET active = 0, deactivated_reason = ?, updated_at = ?
-                   WHERE id = ? AND active = 1""",
-                (reason, at, subscription_id),
-            )
-            await db.execute(
-                """UPDATE deliveries SET state = 'dropped', last_error = ?, updated_at = ?
-                   WHERE subscription_id = ? AND state IN ('queued', 'sending')""",
-                (reason, at, subscription_id),
-            )
+        """Stop the subscription (what it still has queued is the outbox's to drop); True when it was active."""
+        stopped = await self.db.execute(
+            """UPDATE subscriptions SET active = 0, deactivated_reason = ?, updated_at = ?
+               WHERE id = ? AND active = 1""",
+            (reason, at, subscription_id),
+        )
         return stopped.changed == 1
 
     async def move(self, subscription_id: int, new_chat_id: str, at: float) -> None:

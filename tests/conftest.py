@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +13,14 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.i18n import Catalogues
 from bot.keys import AccountKey
-from handlers import effects
+from bot.outbox import OutboxWorker
+from bot.pacing import Pacer, Rates
+from handlers import broadcast, effects, router
 from handlers.context import Context, Policy, Room
 from handlers.domain import DomainEvents
-from handlers.events import ChatKind, ChatRef, IncomingMessage, Role, UserRef
+from handlers.events import ChatKind, ChatRef, Event, IncomingMessage, OutgoingMessage, Role, UserRef
 from storage.db import Database
+from storage.letters import Letter
 from storage.repositories import Repositories
 from tests.fakes import FakeNetwork, ManualClock, ManualScheduler
 
@@ -45,7 +49,23 @@ class World:
     scheduler: ManualScheduler
     mods: ChatRef
     moderator: UserRef
+    outbox: OutboxWorker
     counter: int = 0
+
+    async def dispatch(self, event: Event) -> None:
+        """An event handled as the running bot handles it, and then everything the bot says sent."""
+        await router.dispatch(event, self.ctx)
+        await self.settle()
+
+    async def settle(self) -> None:
+        """The deferred jobs that are due run, and the outbox is sent (what the bot's loops do on their own)."""
+        await self.scheduler.run_due()
+        await self.outbox.drain()
+
+    async def run_due(self) -> int:
+        ran = await self.scheduler.run_due()
+        await self.outbox.drain()
+        return ran
 
     def user(self, user_id: str, name: str = "Ana", language: str | None = "en") -> UserRef:
         return UserRef("telegram", user_id, name, language)
@@ -66,6 +86,13 @@ class World:
 
     def private(self, user: UserRef) -> ChatRef:
         return ChatRef("telegram", user.user_id, ChatKind.PRIVATE)
+
+
+async def broadcast_of(ctx: Context, letter: Letter, chat_id: str, language: str) -> list[OutgoingMessage]:
+    """The messages a subscriber chat on Telegram would get for the letter, as the outbox worker renders them
+    (NotReady while its translation is being made)."""
+    text = await broadcast.text_in(ctx, letter, language)
+    return broadcast.address(broadcast.render(ctx, letter, "telegram", language, text), letter.id, chat_id)
 
 
 @pytest.fixture
@@ -89,5 +116,11 @@ async def world() -> AsyncIterator[World]:
     moderator = UserRef("telegram", "900", "Mo", "en")
     network.roles[(MODS, "900")] = Role.MEMBER
     mods = ChatRef("telegram", MODS, ChatKind.GROUP, "Moderators")
-    yield World(ctx, network, clock, scheduler, mods, moderator)
+    # Paced on the manual clock, which a wait moves on: these tests look at what is said, not when (bench/ and the
+    # emulator tests measure pacing), and a platform's retry_after costs them no real time.
+    async def wait(seconds: float) -> None:
+        clock.advance(seconds)
+
+    outbox = OutboxWorker(ctx, defaultdict(lambda: Pacer(Rates(1e6, 0, 0, 0), clock=clock.now, sleep=wait)))
+    yield World(ctx, network, clock, scheduler, mods, moderator, outbox)
     await db.close()

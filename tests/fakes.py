@@ -45,6 +45,7 @@ class FakeNetwork:
         self.chats: dict[str, ChatRef] = {}
         self.gone: dict[str, str] = {}
         self.failures: list[DeliveryError] = []  # raised by the next sends, in order
+        self.failing: dict[str, list[DeliveryError]] = {}  # raised by the next sends into a chat, in order
         self.press_answers: list[tuple[str | None, str]] = []
         self.left: list[str] = []
         self._ids = itertools.count(1)
@@ -55,12 +56,17 @@ class FakeNetwork:
     async def start(self, dispatch: Dispatch) -> None:
         self.dispatch = dispatch
 
+    async def stop_receiving(self) -> None:
+        pass
+
     async def stop(self) -> None:
         pass
 
     async def send(self, message: OutgoingMessage) -> RemoteRef:
         if self.failures:
             raise self.failures.pop(0)
+        if self.failing.get(message.chat_id):
+            raise self.failing[message.chat_id].pop(0)
         if message.chat_id in self.gone:
             raise DeliveryError(self.gone[message.chat_id], retryable=False, gone=True)
         length = utf16_len("\n\n".join(part for part in (message.title, message.text, message.footer) if part))
@@ -71,6 +77,8 @@ class FakeNetwork:
         return ref
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        if self.failing.get(ref.chat_id):
+            raise self.failing[ref.chat_id].pop(0)
         for posted in self.posted:
             if posted.ref == ref:
                 posted.edits.append(message)

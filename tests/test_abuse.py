@@ -9,7 +9,6 @@ from dataclasses import replace
 
 from handlers import rooms
 from handlers.events import INVITED, ChatKind, ChatRef, MembershipChanged, MessageDeleted, MessageEdited
-from handlers.router import dispatch
 from handlers.text import clean_text
 from tests.conftest import MODS, World
 from tests.test_handlers import card, press, submit, texts_in
@@ -20,7 +19,7 @@ async def edit(world: World, message_id: str, text: str, user_id: str = "1") -> 
     world.counter += 1
     event = MessageEdited(f"e{world.counter}", world.private(user), user, message_id, text, world.clock.now(),
                           len(text))
-    await dispatch(event, world.ctx)
+    await world.dispatch(event)
 
 
 # --- letters that look like commands --------------------------------------------------------------------------
@@ -93,7 +92,7 @@ async def test_letters_per_day(world: World) -> None:
 async def test_refusals_of_a_banned_sender_are_answered_once_an_hour(world: World) -> None:
     await submit(world, "first")
     await submit(world, "/ban 1", user_id="900")  # in Mo's private chat: refused
-    await dispatch(world.message(world.mods, world.moderator, "/ban 1"), world.ctx)
+    await world.dispatch(world.message(world.mods, world.moderator, "/ban 1"))
     for _ in range(50):
         await submit(world, "again")
     assert sum("no longer accept" in text for text in texts_in(world, "1")) == 1
@@ -103,10 +102,10 @@ async def test_a_client_split_letter_stops_at_the_limit(world: World) -> None:
     user = world.user("1")
     chat = world.private(user)
     for _ in range(20):  # 20 × 4,096: the client cut 81,920 characters into parts
-        await dispatch(world.message(chat, user, "x" * 4096), world.ctx)
+        await world.dispatch(world.message(chat, user, "x" * 4096))
         world.clock.advance(0.1)
     world.clock.advance(6)
-    await world.scheduler.run_due()
+    await world.run_due()
     letter = await world.ctx.repos.letters.get(1)
     assert letter is not None and letter.parts == 14 and letter.length == 14 * 4096
     assert await world.ctx.repos.letters.get(2) is None  # what followed was refused, not made a new letter
@@ -117,7 +116,7 @@ async def test_a_client_split_letter_stops_at_the_limit(world: World) -> None:
 
 async def test_one_message_over_the_limit_is_refused_before_it_is_stored(world: World) -> None:
     user = world.user("1")
-    await dispatch(world.message(world.private(user), user, "y" * 60_001, limit=0), world.ctx)
+    await world.dispatch(world.message(world.private(user), user, "y" * 60_001, limit=0))
     assert "at most 60,000" in texts_in(world, "1")[0]
     assert await world.ctx.repos.letters.get(1) is None
 
@@ -158,7 +157,7 @@ async def test_someone_else_cannot_edit_a_letter(world: World) -> None:
 async def test_deleting_a_pending_letter_withdraws_it(world: World) -> None:
     await submit(world, "Please take this back")
     user = world.user("1")
-    await dispatch(MessageDeleted("d1", world.private(user), user, str(world.counter)), world.ctx)
+    await world.dispatch(MessageDeleted("d1", world.private(user), user, str(world.counter)))
     assert (await world.ctx.repos.letters.get(1)).status == "withdrawn"
     assert "withdrawn" in texts_in(world, "1")[-1]
     assert "Please take this back" not in card(world, 1).current.text
@@ -197,8 +196,8 @@ async def test_rooms_of_no_use_are_left_after_an_hour(world: World) -> None:
     added = ChatRef("telegram", "-9", ChatKind.CHANNEL, "Added by its admin")
     for chat in (idle, subscribed, direct):
         world.network.add_chat(chat.chat_id, chat.kind, chat.title)
-        await dispatch(MembershipChanged(chat, True, INVITED), world.ctx)
-    await dispatch(MembershipChanged(added, True, ""), world.ctx)  # not on probation: subscribed days later
+        await world.dispatch(MembershipChanged(chat, True, INVITED))
+    await world.dispatch(MembershipChanged(added, True, ""))  # not on probation: subscribed days later
     await world.ctx.repos.subscriptions.subscribe("telegram", "-8", "group", "Readers", "en", world.clock.now())
     assert await rooms.leave_idle(world.ctx) == 0  # within the hour
     world.clock.advance(3601)
@@ -258,14 +257,14 @@ def _messages(user_id: str, count: int) -> list:
     return [IncomingMessage(f"{user_id}{n}", chat, user, "x", str(n), 0.0) for n in range(count)]
 
 
-async def test_a_notice_waiting_for_its_chats_turn_is_sent_later_and_never_given_up(world: World) -> None:
+async def test_a_receipt_the_platform_holds_back_is_sent_once_it_may_be(world: World) -> None:
     from handlers.ports import DeliveryError
 
-    # More waits than a notice has attempts: waiting for the chat's turn is not a failure.
-    world.network.failures = [DeliveryError("turn", retryable=True, retry_after=3, paced=True) for _ in range(8)]
+    # Eight 429s in a row: each is waited out as the platform says, none loses the receipt or the card.
+    world.network.failures = [DeliveryError("turn", retryable=True, retry_after=3) for _ in range(8)]
     await submit(world, "Hold on")
     for _ in range(8):
         world.clock.advance(3)
-        await world.scheduler.run_due()
+        await world.run_due()
     assert any("#1 is with the moderators" in text for text in texts_in(world, "1"))
     assert card(world, 1).message.quoted

@@ -55,7 +55,6 @@ import pytest
 from bot.i18n import Catalogues
 from handlers.context import Room
 from handlers.events import ActionPressed, ChatKind, ChatRef, Role, UserRef
-from handlers.router import dispatch
 from storage.db import Database
 from tests import conftest
 from tests.conftest import MODS, World
@@ -300,7 +299,7 @@ def private_chat(user: UserRef) -> ChatRef:
 
 
 async def write(world: World, user: UserRef, text: str) -> None:
-    await dispatch(world.message(private_chat(user), user, text), world.ctx)
+    await world.dispatch(world.message(private_chat(user), user, text))
 
 
 def card_part(network: FakeNetwork, room: ChatRef, number: int) -> Posted:
@@ -568,19 +567,19 @@ async def act(cell: Cell) -> None:
     if spec.gesture == "message":
         prefix = cell.network.command_prefix
         text = prefix + spec.text.format(own=cell.own, other=cell.other)
-        await dispatch(world.message(cell.chat, cell.actor, text), world.ctx)
+        await world.dispatch(world.message(cell.chat, cell.actor, text))
         return
     assert cell.actor is not None
     world.counter += 1
     part = card_part(cell.network, cell.chat, 1)
-    await dispatch(ActionPressed(
+    await world.dispatch(ActionPressed(
         event_id=f"press{world.counter}",
         chat=cell.chat,
         user=cell.actor,
         message=part.ref,
         data=spec.data,
         token=f"token{world.counter}" if spec.gesture == "press" else None,  # Matrix reactions carry none
-    ), world.ctx)
+    ))
 
 
 async def assert_allowed(cell: Cell, before: Seen) -> None:

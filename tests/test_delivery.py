@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.delivery import DeliveryWorker, RetryPolicy
+import pytest
+
+from bot.outbox import RetryPolicy
 from bot.pacing import Pacer, Rates
+from handlers.common import reply
+from handlers.outbox import end_subscription
 from handlers.ports import DeliveryError
-from handlers.router import dispatch
 from tests.conftest import MODS, World
 
 FAST = Rates(per_second=10_000, private_interval=0, group_interval=0, channel_interval=0)
@@ -17,33 +20,22 @@ async def approved_letter(world: World, text: str, subscribers: dict[str, str]) 
     for chat_id, kind in subscribers.items():
         await world.ctx.repos.subscriptions.subscribe("telegram", chat_id, kind, f"chat {chat_id}", "en", 0)
     user = world.user("1", name="Secret Sender")
-    await dispatch(world.message(world.private(user), user, text, limit=0), world.ctx)
-    await dispatch(world.message(world.mods, world.moderator, "/approve 1"), world.ctx)
+    await world.dispatch(world.message(world.private(user), user, text, limit=0))
+    await world.dispatch(world.message(world.mods, world.moderator, "/approve 1"))
 
 
-async def run_worker_until_idle(world: World, worker: DeliveryWorker, rounds: int = 50) -> None:
-    task = asyncio.create_task(worker.run())
-    try:
-        for _ in range(rounds):
-            await asyncio.sleep(0.01)
-            progress = await world.ctx.repos.deliveries.progress(1)
-            if progress.total and not progress.open:
-                break
-            world.clock.advance(60)
-            worker.wake()
-    finally:
-        await worker.stop()
-        await task
-
-
-def worker_for(world: World) -> DeliveryWorker:
-    pacer = Pacer(FAST, clock=world.clock.now)
-    return DeliveryWorker(world.ctx, {"telegram": pacer}, retry=RetryPolicy(max_attempts=3))
+async def until_published(world: World, rounds: int = 50) -> None:
+    """The outbox sent, and retried a minute later, until the letter's broadcast is over."""
+    for _ in range(rounds):
+        await world.settle()
+        progress = await world.ctx.repos.deliveries.progress(1)
+        if progress.total and not progress.open:
+            return
+        world.clock.advance(60)
 
 
 async def test_every_subscription_gets_the_letter_once_without_the_sender(world: World) -> None:
     await approved_letter(world, "Hold on, we are with you.", {"-201": "channel", "-202": "group", "55": "private"})
-    await run_worker_until_idle(world, worker_for(world))
     for chat_id in ("-201", "-202", "55"):
         (posted,) = world.network.in_chat(chat_id)
         assert posted.message.text == "Hold on, we are with you."
@@ -57,7 +49,6 @@ async def test_long_letter_goes_as_numbered_parts_within_the_limit(world: World)
     paragraph = "We remember every name. " * 40 + "\n\n"
     text = (paragraph * 12).strip()  # about 11,500 characters
     await approved_letter(world, text, {"-201": "channel"})
-    await run_worker_until_idle(world, worker_for(world))
     parts = world.network.in_chat("-201")
     assert len(parts) == 3
     assert [p.message.title for p in parts] == [f"✊ Letter of solidarity #1 ({n}/3)" for n in (1, 2, 3)]
@@ -68,7 +59,6 @@ async def test_long_letter_goes_as_numbered_parts_within_the_limit(world: World)
 async def test_blocked_chat_is_deactivated_and_reported(world: World) -> None:
     world.network.gone["55"] = "bot was blocked by the user"
     await approved_letter(world, "hello", {"-201": "channel", "55": "private"})
-    await run_worker_until_idle(world, worker_for(world))
     subscription = await world.ctx.repos.subscriptions.find("telegram", "55")
     assert subscription is not None and not subscription.active
     assert subscription.deactivated_reason == "bot was blocked by the user"
@@ -78,43 +68,70 @@ async def test_blocked_chat_is_deactivated_and_reported(world: World) -> None:
 
 
 async def test_retry_after_is_obeyed_and_nothing_is_lost(world: World) -> None:
+    world.network.failing["-201"] = [DeliveryError("rate limited", retryable=True, retry_after=30)]
     await approved_letter(world, "hello", {"-201": "channel"})
-    world.network.failures = [DeliveryError("rate limited", retryable=True, retry_after=30)]
-    worker = worker_for(world)
-    await worker._claim_and_start()
-    await asyncio.sleep(0.05)
     state, next_attempt_at = (await world.ctx.repos.deliveries.states_of(1))[0]
-    assert state == "queued" and next_attempt_at >= world.clock.now() + 30
+    assert state == "queued" and next_attempt_at >= world.clock.now() + 29.9
     assert world.network.in_chat("-201") == []
-    await run_worker_until_idle(world, worker)
+    await until_published(world)
     assert len(world.network.in_chat("-201")) == 1
 
 
 async def test_permanent_failure_after_the_retry_budget(world: World) -> None:
+    world.outbox.retry = RetryPolicy(max_attempts=3)
+    world.network.failing["-201"] = [DeliveryError("Bad Gateway", retryable=True) for _ in range(3)]
     await approved_letter(world, "hello", {"-201": "channel"})
-    world.network.failures = [DeliveryError("Bad Gateway", retryable=True) for _ in range(3)]
-    await run_worker_until_idle(world, worker_for(world))
+    await until_published(world)
     progress = await world.ctx.repos.deliveries.progress(1)
     assert progress.failed == 1
     assert "1 failed" in world.network.in_chat(MODS)[-1].full_text
 
 
 async def test_migrated_group_is_followed(world: World) -> None:
+    world.network.failing["-202"] = [DeliveryError("migrated", retryable=True, moved_to="-100777")]
     await approved_letter(world, "hello", {"-202": "group"})
-    world.network.failures = [DeliveryError("migrated", retryable=True, moved_to="-100777")]
-    await run_worker_until_idle(world, worker_for(world))
+    await until_published(world)
     assert len(world.network.in_chat("-100777")) == 1
     assert await world.ctx.repos.subscriptions.find("telegram", "-100777") is not None
 
 
 async def test_a_crash_mid_letter_resumes_after_the_last_recorded_part(world: World) -> None:
+    world.network.failing["-201"] = [DeliveryError("Bad Gateway", retryable=True)]
     await approved_letter(world, ("Paragraph of hope. " * 200 + "\n\n") * 3, {"-201": "channel"})
+    world.clock.advance(60)
     jobs = await world.ctx.repos.deliveries.claim_due(world.clock.now(), 10)
     await world.ctx.repos.deliveries.record_part(jobs[0].id, 1, ("41",), world.clock.now())
-    # The process dies here: the row stays 'sending' with one part recorded.
-    await run_worker_until_idle(world, worker_for(world))
+    # The process dies here: the row stays 'sending' with one part recorded; the next start queues it again.
+    await world.ctx.repos.deliveries.recover_in_flight(world.clock.now())
+    await until_published(world)
     titles = [p.message.title for p in world.network.in_chat("-201")]
     assert titles == ["✊ Letter of solidarity #1 (2/3)", "✊ Letter of solidarity #1 (3/3)"]
+
+
+async def test_a_card_is_sent_its_newest_state_once_however_many_changes_came(world: World) -> None:
+    """The approval's card edit fails; by its retry the broadcast is over: one edit shows the end, none the
+    states in between."""
+    world.network.failing[MODS] = [DeliveryError("Bad Gateway", retryable=True)]
+    await approved_letter(world, "hello", {"-201": "channel", "-202": "channel"})
+    await until_published(world)
+    (posted,) = [p for p in world.network.in_chat(MODS) if (p.message.title or "").startswith("📨 Letter #1 ")]
+    assert [edit.footer for edit in posted.edits] == ["✅ #1 approved by Mo · delivered to 2 of 2"]
+    assert await world.ctx.repos.outbox.waiting() == []
+
+
+async def test_a_change_and_what_it_says_commit_together_or_not_at_all(world: World) -> None:
+    repos, chat = world.ctx.repos, world.private(world.user("1"))
+    await repos.subscriptions.subscribe("telegram", "-201", "channel", "A", "en", 0)
+    with pytest.raises(RuntimeError):
+        async with world.ctx.transaction():
+            subscription = await repos.subscriptions.find("telegram", "-201")
+            assert subscription is not None
+            await end_subscription(world.ctx, subscription.id, "unsubscribed")  # its own transaction: this one
+            await reply(world.ctx, chat, "-201 no longer receives letters.")
+            raise RuntimeError("the handler fails before the end of its transaction")
+    subscription = await repos.subscriptions.find("telegram", "-201")
+    assert subscription is not None and subscription.active
+    assert await repos.outbox.waiting() == []
 
 
 class FakeTime:
@@ -154,7 +171,7 @@ async def test_retry_after_pauses_only_that_chat() -> None:
 
 
 async def test_forgetting_idle_chats_while_a_notice_waits_for_its_slot() -> None:
-    """Notices acquire slots beside the worker, which forgets idle chats between broadcasts."""
+    """A send waiting for its global slot while the worker forgets idle chats between broadcasts."""
     now = [0.0]
     gate = asyncio.Event()
 
@@ -171,4 +188,6 @@ async def test_forgetting_idle_chats_while_a_notice_waits_for_its_slot() -> None
     pacer.forget_idle()  # the person's own slot is in the past now: dropped while the send still waits
     gate.set()
     await waiting  # and the send goes out, its chat's next slot measured from it
-    assert pacer.chat_wait("person") == 1.0
+    started = now[0]
+    await pacer.acquire("person", "private")
+    assert now[0] - started == 1.0

@@ -18,8 +18,8 @@ import pytest
 
 from bot.app import Relay
 from bot.config import Settings
-from bot.delivery import concurrency_for
 from bot.networks.telegram import TELEGRAM_RATES
+from bot.outbox import concurrency_for
 from bot.pacing import Pacer, Rates
 from storage.db import Database
 from storage.repositories import Repositories

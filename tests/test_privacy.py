@@ -13,11 +13,10 @@ import pytest
 
 from bot import files
 from bot.keys import AccountKey
-from handlers import broadcast, privacy
-from handlers.router import dispatch
+from handlers import privacy
 from storage.db import Database
 from storage.repositories import Repositories
-from tests.conftest import MODS, World
+from tests.conftest import MODS, World, broadcast_of
 from tests.test_handlers import card, press, submit, texts_in
 
 DAY = 86400.0
@@ -32,7 +31,7 @@ def mode_of(path: Path) -> int:
 
 
 async def moderator_says(world: World, text: str) -> str:
-    await dispatch(world.message(world.mods, world.moderator, text), world.ctx)
+    await world.dispatch(world.message(world.mods, world.moderator, text))
     return texts_in(world, MODS)[-1]
 
 
@@ -90,7 +89,7 @@ async def test_retention_zero_unlinks_as_soon_as_the_sender_is_told(world: World
     assert letter is not None and letter.text_removed and await part_ids(world, 1) == [(None, None)]
     waiting = await world.ctx.repos.letters.get(2)
     assert waiting is not None and await world.ctx.repos.senders.get(waiting.sender_id) is not None
-    await dispatch(world.message(world.private(world.user("1")), world.user("1"), "/withdraw 2"), world.ctx)
+    await world.dispatch(world.message(world.private(world.user("1")), world.user("1"), "/withdraw 2"))
     assert "withdrawn" in texts_in(world, "1")[-1]
     assert await linked_accounts(world) == []
 
@@ -106,16 +105,16 @@ async def test_replay_guards_older_than_the_window_go(world: World) -> None:
 async def test_forget_asks_first_then_withdraws_and_deletes_everything(world: World) -> None:
     user = world.user("1", name="Ana Secret")
     chat = world.private(user)
-    await dispatch(world.message(chat, user, "/subscribe es"), world.ctx)
+    await world.dispatch(world.message(chat, user, "/subscribe es"))
     await submit(world, "published one", user_id="1")
     await press(world, 1, "approve")
     await submit(world, "waiting one", user_id="1")
 
-    await dispatch(world.message(chat, user, "/forget"), world.ctx)
+    await world.dispatch(world.message(chat, user, "/forget"))
     assert "/forget yes" in texts_in(world, "1")[-1]
     assert await linked_accounts(world) != []  # nothing happened yet
 
-    await dispatch(world.message(chat, user, "/forget yes"), world.ctx)
+    await world.dispatch(world.message(chat, user, "/forget yes"))
     assert "forgotten" in texts_in(world, "1")[-1] and "1 letter" in texts_in(world, "1")[-1]
     waiting = await world.ctx.repos.letters.get(2)
     assert waiting is not None and waiting.status == "withdrawn"
@@ -136,10 +135,10 @@ async def test_forget_leaves_no_identifier_in_the_database_file(world: World, tm
     world.ctx.repos = type(world.ctx.repos).over(db)
     user = world.user("777123456", name="Zoe Unique")
     chat = world.private(user)
-    await dispatch(world.message(chat, user, "a letter"), world.ctx)
+    await world.dispatch(world.message(chat, user, "a letter"))
     await press(world, 1, "reject")
-    await dispatch(world.message(chat, user, "/subscribe"), world.ctx)
-    await dispatch(world.message(chat, user, "/forget yes"), world.ctx)
+    await world.dispatch(world.message(chat, user, "/subscribe"))
+    await world.dispatch(world.message(chat, user, "/forget yes"))
     await db.close()
     for name, content in contents(tmp_path).items():
         assert b"777123456" not in content and b"a letter" not in content, name
@@ -153,7 +152,7 @@ async def test_ban_survives_retention_and_forget_as_a_hash(world: World) -> None
     assert hashes and "66" not in hashes[0] and len(hashes[0]) == 64
     world.clock.advance(31 * DAY)
     await privacy.purge(world.ctx)
-    await dispatch(world.message(world.private(world.user("66")), world.user("66"), "/forget yes"), world.ctx)
+    await world.dispatch(world.message(world.private(world.user("66")), world.user("66"), "/forget yes"))
     await submit(world, "more spam", user_id="66")
     assert "no longer accept" in texts_in(world, "66")[-1]
     assert "can send letters again" in await moderator_says(world, "/unban 1")
@@ -178,7 +177,7 @@ async def test_every_part_of_a_card_loses_the_text(world: World, how: str) -> No
     if how == "reject":
         await press(world, 1, "reject")
     else:
-        await dispatch(world.message(world.private(world.user("1")), world.user("1"), "/withdraw 1"), world.ctx)
+        await world.dispatch(world.message(world.private(world.user("1")), world.user("1"), "/withdraw 1"))
     for posted in parts:
         assert posted.scrubbed and "nombres" not in posted.full_text
     assert "removed" in parts[0].full_text and ("rejected" in parts[0].full_text or "withdrawn" in parts[0].full_text)
@@ -194,7 +193,7 @@ async def test_edit_replaces_the_text_everywhere_and_is_refused_after_the_decisi
     assert card(world, 1).current.actions  # still pending: the buttons stay
     letter = await world.ctx.repos.letters.get(1)
     assert letter is not None
-    (message,) = await broadcast.compose(world.ctx, letter, "telegram", "-200", "en")
+    (message,) = await broadcast_of(world.ctx, letter, "-200", "en")
     assert message.text == "Signed: a friend"
     await press(world, 1, "approve")
     assert "already approved" in await moderator_says(world, "/edit 1 something else")
@@ -223,7 +222,7 @@ async def test_lang_and_translation_are_refused_for_withdrawn_rejected_and_unann
     await submit(world, "first")
     await submit(world, "second")
     await press(world, 1, "reject")
-    await dispatch(world.message(world.private(world.user("1")), world.user("1"), "/withdraw 2"), world.ctx)
+    await world.dispatch(world.message(world.private(world.user("1")), world.user("1"), "/withdraw 2"))
     assert "rejected" in await moderator_says(world, "/lang 1 es")
     assert "withdrawn" in await moderator_says(world, "/translation 2 fr")
     assert "withdrawn" in await moderator_says(world, "/translation 2 fr bonjour")
@@ -241,15 +240,15 @@ async def test_translation_replacement_only_before_the_decision(world: World) ->
 
 async def test_personal_subscribers_are_people_by_number(world: World) -> None:
     user = world.user("4242", name="Reader Name")
-    await dispatch(world.message(world.private(user), user, "/subscribe"), world.ctx)
+    await world.dispatch(world.message(world.private(user), user, "/subscribe"))
     listing = await moderator_says(world, "/subscribers")
     assert "person 1" in listing and "4242" not in listing and "Reader Name" not in listing
 
 
 async def test_start_and_help_say_what_is_kept_and_for_how_long(world: World) -> None:
     user = world.user("1")
-    await dispatch(world.message(world.private(user), user, "/start"), world.ctx)
-    await dispatch(world.message(world.private(user), user, "/help"), world.ctx)
+    await world.dispatch(world.message(world.private(user), user, "/start"))
+    await world.dispatch(world.message(world.private(user), user, "/help"))
     start, help_text = texts_in(world, "1")
     for text in (start, help_text):
         assert "30 days after the moderators' decision" in text and "/forget" in text

@@ -56,6 +56,8 @@ async def test_first_decision_wins_and_queues_once(tmp_path: Path) -> None:
     assert await repos.letters.decide(letter.id, approve)
     assert not await repos.letters.decide(letter.id, reject)
     assert not await repos.letters.decide(letter.id, approve)
+    assert await repos.deliveries.queue_for_active(letter.id, 1.0) == 2
+    assert await repos.deliveries.queue_for_active(letter.id, 1.0) == 0  # queued once, whoever asks again
     assert (await repos.deliveries.progress(letter.id)).total == 2
     deciding = await repos.letters.deciding(letter.id)
     assert deciding is not None and deciding.moderator == "Mo"
@@ -69,6 +71,7 @@ async def test_in_flight_deliveries_are_recovered_and_one_per_chat_is_claimed() 
     for number in range(2):
         letter = await repos.letters.start_letter(sender.id, part(str(number), "x"))
         await repos.letters.decide(letter.id, Decision(letter.id, "approve", "telegram", "9", "Mo", None, 1.0))
+        await repos.deliveries.queue_for_active(letter.id, 1.0)
     first = await repos.deliveries.claim_due(10.0, 10)
     assert len(first) == 1  # the same chat never has two deliveries in flight
     assert await repos.deliveries.claim_due(10.0, 10, frozenset({("telegram", "-1")})) == []

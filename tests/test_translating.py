@@ -6,11 +6,9 @@ import asyncio
 
 import pytest
 
-from handlers import broadcast
 from handlers.ports import NotReady, TranslationError
-from handlers.router import dispatch
 from handlers.translating import TranslationService
-from tests.conftest import MODS, FixedDetector, World
+from tests.conftest import MODS, FixedDetector, World, broadcast_of
 
 
 class CountingTranslator:
@@ -45,8 +43,8 @@ def translator(world: World) -> CountingTranslator:
 
 async def approve(world: World, text: str) -> None:
     user = world.user("1")
-    await dispatch(world.message(world.private(user), user, text, limit=0), world.ctx)
-    await dispatch(world.message(world.mods, world.moderator, "/approve 1"), world.ctx)
+    await world.dispatch(world.message(world.private(user), user, text, limit=0))
+    await world.dispatch(world.message(world.mods, world.moderator, "/approve 1"))
 
 
 async def compose_all(world: World, language: str, attempts: int = 50) -> str:
@@ -54,7 +52,7 @@ async def compose_all(world: World, language: str, attempts: int = 50) -> str:
     assert letter is not None
     for _ in range(attempts):
         try:
-            messages = await broadcast.compose(world.ctx, letter, "telegram", "-1", language)
+            messages = await broadcast_of(world.ctx, letter, "-1", language)
         except NotReady:
             await asyncio.sleep(0.01)
             continue
@@ -79,7 +77,7 @@ async def test_translation_is_postponed_not_blocking(world: World, translator: C
     await approve(world, "Hola")
     letter = await world.ctx.repos.letters.get(1)
     with pytest.raises(NotReady):
-        await broadcast.compose(world.ctx, letter, "telegram", "-1", "en")
+        await broadcast_of(world.ctx, letter, "-1", "en")
     world.clock.advance(601)  # TRANSLATION_WAIT is over: the original goes out with a note
     text = await compose_all(world, "en")
     assert "Hola" in text and "no translation was available: this is the original, in Spanish" in text
@@ -95,22 +93,21 @@ async def test_permanent_failure_sends_the_original_at_once(world: World, transl
 
 async def test_moderator_replaces_and_reads_a_translation(world: World, translator: CountingTranslator) -> None:
     user = world.user("1")
-    await dispatch(world.message(world.private(user), user, "Hola a todas"), world.ctx)
-    await dispatch(world.message(world.mods, world.moderator, "/translation 1 en Hello to everyone\n\nTruly."),
-                   world.ctx)
+    await world.dispatch(world.message(world.private(user), user, "Hola a todas"))
+    await world.dispatch(world.message(world.mods, world.moderator, "/translation 1 en Hello to everyone\n\nTruly."))
     assert "replaced" in world.network.in_chat(MODS)[-1].full_text
-    await dispatch(world.message(world.mods, world.moderator, "/translation 1 en"), world.ctx)
+    await world.dispatch(world.message(world.mods, world.moderator, "/translation 1 en"))
     assert world.network.in_chat(MODS)[-1].message.text == "Hello to everyone\n\nTruly."
-    await dispatch(world.message(world.mods, world.moderator, "/approve 1"), world.ctx)
+    await world.dispatch(world.message(world.mods, world.moderator, "/approve 1"))
     assert "Hello to everyone\n\nTruly." in await compose_all(world, "en")
     assert translator.calls == []
 
 
 async def test_moderator_corrects_the_language(world: World, translator: CountingTranslator) -> None:
     await approve(world, "Bom dia")
-    await dispatch(world.message(world.mods, world.moderator, "/lang 1 pt"), world.ctx)
+    await world.dispatch(world.message(world.mods, world.moderator, "/lang 1 pt"))
     assert "marked as Portuguese" in world.network.in_chat(MODS)[-1].full_text
     await compose_all(world, "en")
     assert translator.calls == [("pt", "en")]
-    await dispatch(world.message(world.mods, world.moderator, "/lang 1 xx"), world.ctx)
+    await world.dispatch(world.message(world.mods, world.moderator, "/lang 1 xx"))
     assert "Which letter and language" in world.network.in_chat(MODS)[-1].full_text

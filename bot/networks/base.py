@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.pacing import Pacer, Rates
+from bot.pacing import Rates
 from bot.reading import Reader
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ class Needs:
 
     settings: Settings
     state: KeyValue  # a small key-value table in the bot's database
-    pacer: Pacer  # the network's rates, shared by the delivery worker and the transport
     data_dir: Path  # the bot's data folder (0700), for files of the network's own
     concurrency: int  # sends the delivery worker may have in flight on this network
 

@@ -77,7 +77,7 @@ class TelegramNetwork:
     def build(self, section: TelegramSettings, needs: Needs) -> Network:
         from bot.transports.telegram import TelegramTransport
 
-        return TelegramTransport(section, needs.pacer, connection_pool_size=needs.concurrency + SPARE_CONNECTIONS)
+        return TelegramTransport(section, connection_pool_size=needs.concurrency + SPARE_CONNECTIONS)
 
     async def check(self, section: TelegramSettings, settings: Settings) -> list[str]:
         from bot.transports.telegram import TelegramTransport

@@ -97,9 +97,7 @@ ADMIN_LEVEL = 50
 KIND_CACHE_SECONDS = 300
 # Room versions before 12 list every creator in m.room.power_levels; from 12 on, creators stand above it.
 PRE_CREATOR_VERSIONS = frozenset(str(version) for version in range(1, 12))
-NOTICE_RETRIES = 3
 LEGACY_SESSION_KEY = "matrix.session"
-LONGEST_NOTICE_WAIT = 30
 SCRUB_REASON = "letter text removed"
 RELATIONS_PAGE = 50
 
@@ -324,6 +322,10 @@ class MatrixTransport:
         await self.state.put("matrix.next_batch", response.next_batch)
         return response.next_batch
 
+    async def stop_receiving(self) -> None:
+        """Nothing to hand over: a sync's token is stored only once its events are handled, so events cut off by
+        the stop come again with the next start's sync."""
+
     async def stop(self) -> None:
         self._running = False
         for task in (self._sync_task, self._answer_task):
@@ -538,12 +540,15 @@ class MatrixTransport:
 
     async def send(self, message: OutgoingMessage) -> RemoteRef:
         content = _content(message)
-        txn = _txn_id(message.idempotency_key) if message.idempotency_key else None
-        event_id = await self._room_send(message.chat_id, "m.room.message", content, txn, notice=txn is None)
+        key = message.idempotency_key
+        event_id = await self._room_send(message.chat_id, "m.room.message", content, _txn_id(key) if key else None,
+                                         carries_letter=message.broadcast or message.quoted)
         for action in (action for action in message.actions if action.symbol):
-            # Moderators then only click the reaction the bot already made.
+            # Moderators then only click the reaction the bot already made. Its transaction id follows the card's:
+            # a retried post is the same card to the server, and its reactions the same reactions.
             reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": action.symbol}}
-            await self._room_send(message.chat_id, "m.reaction", reaction, None, notice=True)
+            await self._room_send(message.chat_id, "m.reaction", reaction,
+                                  _txn_id(f"{key} {action.symbol}") if key else None)
         return RemoteRef(PLATFORM, message.chat_id, event_id)
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
@@ -575,7 +580,9 @@ class MatrixTransport:
             "m.new_content": new_content,
             "m.relates_to": {"rel_type": "m.replace", "event_id": ref.message_id},
         }
-        return await self._room_send(ref.chat_id, "m.room.message", content, None, notice=True)
+        key = message.idempotency_key
+        return await self._room_send(ref.chat_id, "m.room.message", content, _txn_id(key) if key else None,
+                                     carries_letter=message.quoted)
 
     async def _own_edits(self, ref: RemoteRef) -> list[str]:
         """The ids of the m.replace edits the bot sent of `ref`, through the relations API, every page of it.
@@ -596,7 +603,7 @@ class MatrixTransport:
                 self.client._send, RoomEventRelationsResponse, method, path,
                 response_data=(ref.chat_id, ref.message_id),
             )
-            response = await self._request(request, RoomEventRelationsResponse, patient=True)
+            response = await self._request(request, RoomEventRelationsResponse)
             found += [
                 event.source["event_id"] for event in response.events
                 if event.source.get("sender") == self.client.user_id and "event_id" in event.source
@@ -611,11 +618,12 @@ class MatrixTransport:
         await self._request(
             lambda: self.client.room_redact(room_id, event_id, reason=SCRUB_REASON, tx_id=txn),
             RoomRedactResponse,
-            patient=True,
         )
 
-    async def _room_send(self, room_id: str, kind: str, content: dict[str, Any], txn: str | None, notice: bool) -> str:
-        """One room send. Notices wait out a short rate limit themselves; broadcasts leave that to the worker.
+    async def _room_send(
+        self, room_id: str, kind: str, content: dict[str, Any], txn: str | None, carries_letter: bool = False
+    ) -> str:
+        """One room send; a rate limit or failure is the outbox worker's to wait out and retry.
 
         In an encrypted room nio encrypts the event (reactions excepted: nio sends them in the clear), after the
         room's members, their devices and an Olm session with each are known, so that the room key it shares
@@ -630,7 +638,7 @@ class MatrixTransport:
         if size > limit:
             # Texts are cut to fit (text_length); this is the last guard, so that no oversized event is tried.
             raise DeliveryError(f"event of {size} bytes is over the {limit}-byte limit", retryable=False)
-        if encrypted and self.encryption_off is not None and txn is not None:
+        if encrypted and self.encryption_off is not None and carries_letter:
             # A letter is not put in the clear into a room its members believe encrypted; a reply is (it tells
             # them why the bot cannot read them, and says nothing else).
             raise DeliveryError(f"the room is end-to-end encrypted ({self.encryption_off})", retryable=False)
@@ -646,7 +654,7 @@ class MatrixTransport:
                 return await self.client._send(RoomSendResponse, method, path, data, (room_id,))
             return await self.client.room_send(room_id, kind, content, tx_id=txn, ignore_unverified_devices=True)
 
-        response = await self._request(send, RoomSendResponse, patient=notice)
+        response = await self._request(send, RoomSendResponse)
         return response.event_id
 
     async def _is_encrypted_room(self, room_id: str) -> bool:
@@ -672,27 +680,21 @@ class MatrixTransport:
         """Whether the room has encryption turned on (also for rooms nio has not synced)."""
         return bool(await self._encryption_settings(room_id))
 
-    async def _request(self, request: Callable[[], Awaitable[Response]], expected: type[T], patient: bool) -> T:
-        """One homeserver request, or DeliveryError; a patient caller waits out a short rate limit first."""
-        for attempt in range(NOTICE_RETRIES + 1):
-            try:
-                response = await request()
-            except (TimeoutError, OSError) as error:
-                raise DeliveryError(f"homeserver unreachable: {error}", retryable=True) from error
-            except (LocalProtocolError, EncryptionError, OlmUnverifiedDeviceError, SendRetryError) as error:
-                # nio could not encrypt (a room not synced yet, keys not shared): another try, a little later.
-                raise DeliveryError(f"could not encrypt: {type(error).__name__}", retryable=True,
-                                    retry_after=2.0) from error
-            if isinstance(response, expected):
-                return response
-            if not isinstance(response, ErrorResponse):
-                raise DeliveryError(f"unexpected answer {type(response).__name__}", retryable=False)
-            error = _normalise(response)
-            waits = error.retry_after is not None and error.retry_after <= LONGEST_NOTICE_WAIT
-            if not (patient and waits and attempt < NOTICE_RETRIES):
-                raise error
-            await asyncio.sleep(error.retry_after or 0)
-        raise AssertionError("unreachable")
+    async def _request(self, request: Callable[[], Awaitable[Response]], expected: type[T]) -> T:
+        """One homeserver request, or DeliveryError (the outbox worker decides what happens next)."""
+        try:
+            response = await request()
+        except (TimeoutError, OSError) as error:
+            raise DeliveryError(f"homeserver unreachable: {error}", retryable=True) from error
+        except (LocalProtocolError, EncryptionError, OlmUnverifiedDeviceError, SendRetryError) as error:
+            # nio could not encrypt (a room not synced yet, keys not shared): another try, a little later.
+            raise DeliveryError(f"could not encrypt: {type(error).__name__}", retryable=True,
+                                retry_after=2.0) from error
+        if isinstance(response, expected):
+            return response
+        if not isinstance(response, ErrorResponse):
+            raise DeliveryError(f"unexpected answer {type(response).__name__}", retryable=False)
+        raise _normalise(response)
 
     # --- questions about rooms and people -----------------------------------------------------------------
 

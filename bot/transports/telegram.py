@@ -30,7 +30,6 @@ from telegram.request import HTTPXRequest
 from bot.markup import render_telegram_html
 from bot.networks.telegram import TelegramSettings
 from bot.networks.telegram import owns as owns_reference
-from bot.pacing import Pacer
 from bot.transports.telegram_updates import TolerantBot
 from handlers.events import (
     ActionPressed,
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 MAX_TEXT = 4096
 POLL_TIMEOUT = timedelta(seconds=25)
-NOTICE_PATIENCE = 2.0  # seconds a notice may wait for its chat's turn inside a handler
 
 _KINDS = {
     ChatType.PRIVATE: ChatKind.PRIVATE,
@@ -71,7 +69,7 @@ class TelegramTransport:
     # Buttons with private answers; a scrub is an edit, which replaces the text in place.
     capabilities = frozenset({Capability.BUTTONS, Capability.PRESS_ANSWERS, Capability.SCRUB_IN_PLACE})
 
-    def __init__(self, settings: TelegramSettings, pacer: Pacer | None = None, connection_pool_size: int = 16) -> None:
+    def __init__(self, settings: TelegramSettings, connection_pool_size: int = 16) -> None:
         self.settings = settings
         bot = TolerantBot(
             token=settings.token,
@@ -84,8 +82,6 @@ class TelegramTransport:
         self._dispatch: Dispatch | None = None
         self._handling: set[asyncio.Future[None]] = set()
         self._bot_id: int | None = None
-        # The delivery worker's pacer, shared so notices and card edits count against the same overall rate.
-        self.pacer = pacer
 
     @property
     def bot(self):
@@ -147,6 +143,15 @@ class TelegramTransport:
     def _polling_error(error: TelegramError) -> None:
         log.warning("telegram: polling failed, retrying: %s", without_ids(_reason(error)))
 
+    async def stop_receiving(self) -> None:
+        """Polling stops; the updates PTB fetched (and so confirmed to Telegram) are dispatched before this returns,
+        so that the bot's drain handles them: an update fetched and not handled would be lost."""
+        updater = self.application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self.application.running:
+            await self.application.stop()
+
     async def stop(self) -> None:
         updater = self.application.updater
         if updater is not None and updater.running:
@@ -156,15 +161,8 @@ class TelegramTransport:
         await self.application.shutdown()
 
     async def send(self, message: OutgoingMessage) -> RemoteRef:
-        if self.pacer is not None and not message.broadcast:
-            # Broadcasts were paced by the worker. A notice counts against its chat's limit as well as the
-            # overall one: ten receipts at once into one private chat would otherwise meet 429s and be lost.
-            # A long wait (cards into a busy moderation group) is handed back rather than spent here, where it
-            # would hold up the handler and everyone queued behind it.
-            wait = self.pacer.chat_wait(message.chat_id)
-            if wait > NOTICE_PATIENCE:
-                raise DeliveryError(f"chat's turn in {wait:.0f} s", retryable=True, retry_after=wait, paced=True)
-            await self.pacer.acquire(message.chat_id, _pacing_kind(message.chat_id))
+        """One message, sent at once: the outbox worker paced it (Telegram has no idempotent sends, so a retry
+        after a lost answer can post twice; the worker retries only what is not recorded as sent)."""
         try:
             sent = await self.bot.send_message(
                 chat_id=_chat_id(message.chat_id),
@@ -180,8 +178,6 @@ class TelegramTransport:
         return RemoteRef(PLATFORM, str(sent.chat_id), str(sent.message_id))
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
-        if self.pacer is not None:
-            await self.pacer.acquire_global()
         try:
             await self.bot.edit_message_text(
                 chat_id=_chat_id(ref.chat_id),
@@ -288,11 +284,6 @@ class TelegramTransport:
 
 class PublicModerationRoom(RuntimeError):
     """The moderators' room can be read by anyone: the bot must not start."""
-
-
-def _pacing_kind(chat_id: str) -> str:
-    """Telegram's private chats have the user's (positive) id; groups and channels negative ids or @names."""
-    return "private" if chat_id.isdigit() else "group"
 
 
 def _chat_id(chat_id: str) -> int | str:

@@ -1,25 +1,36 @@
-"""The outbox worker: claims due deliveries, sends them paced per platform and chat, records every outcome.
+"""The outbox worker: the one place that sends what the bot says, paces it and retries it.
 
-Only this module decides about retries. A delivery's parts go out in order and each sent part is recorded,
-so a crash resumes at the first part not known to be out; at most the part in flight can be repeated.
+Three lanes, claimed in this order, each with its own share of sends in flight, under one pacer per network:
+replies (receipts, notices, answers, reports: storage/outbox.py), cards (posts and edits, coalesced, rendered
+when sent) and broadcasts (storage/deliveries.py). A receipt so never waits behind a 10,000-subscriber broadcast.
+One `RetryPolicy` decides about every failure. A broadcast's parts go out in order and each sent part is
+recorded, so a crash resumes at the first part not known to be out; at most what was in flight can be repeated
+(on Matrix not even that: transaction ids are stable across retries and restarts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import math
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
 
 from bot.pacing import Pacer
-from handlers import broadcast
+from handlers import broadcast, cards
 from handlers.context import Context
-from handlers.events import OutgoingMessage
+from handlers.events import ChatKind, OutgoingMessage
 from handlers.loggable import log_failure, without_ids
+from handlers.outbox import deserialise, end_subscription
 from handlers.ports import DeliveryError, NotReady
+from storage.cards import Card
 from storage.deliveries import DeliveryJob
+from storage.outbox import OutboxJob
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +45,16 @@ def concurrency_for(pacers: dict[str, Pacer]) -> int:
     return int(min(max(fastest * ROUND_TRIP_SECONDS, MIN_CONCURRENCY), MAX_CONCURRENCY))
 
 
+class Lane(enum.IntEnum):
+    REPLIES = 0  # storage.outbox.REPLIES
+    CARDS = 1  # storage.outbox.CARDS
+    BROADCASTS = 2
+
+
+# Sends in flight per lane, beside the broadcasts' share: one per chat at most, so these are chats served at once.
+REPLY_SENDS = 8
+CARD_SENDS = 4
+
 # Card edits count against the moderation chat's own rate limit (Telegram: 20 a minute into a group).
 PROGRESS_EVERY = 10.0
 # A moderator's correction of a letter's language or translation reaches deliveries within this time.
@@ -43,6 +64,8 @@ RENDER_CACHE_SIZE = 64
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """What a failed send means, for every lane: when to try again, and when to give up."""
+
     first_delay: float = 2.0
     max_delay: float = 900.0
     max_attempts: int = 30  # with the delays above: about six hours of trying
@@ -51,8 +74,15 @@ class RetryPolicy:
         base = min(self.first_delay * 2 ** max(attempts - 1, 0), self.max_delay)
         return base * random.uniform(0.8, 1.2)
 
+    def next_try(self, error: DeliveryError, attempts: int) -> float | None:
+        """Seconds until the next attempt (the platform's own `retry_after` when it said); None: give up, as the
+        error is permanent or the attempts are spent."""
+        if not error.retryable or attempts >= self.max_attempts:
+            return None
+        return error.retry_after if error.retry_after is not None else self.delay(attempts)
 
-class DeliveryWorker:
+
+class OutboxWorker:
     def __init__(
         self, ctx: Context, pacers: dict[str, Pacer], concurrency: int | None = None, retry: RetryPolicy | None = None
     ) -> None:
@@ -60,14 +90,17 @@ class DeliveryWorker:
         self.pacers = pacers
         self.concurrency = concurrency or concurrency_for(pacers)
         self.retry = retry or RetryPolicy()
+        self._shares = {Lane.REPLIES: REPLY_SENDS, Lane.CARDS: CARD_SENDS, Lane.BROADCASTS: self.concurrency}
         self._wake = asyncio.Event()
         self._stopping = False
         self._run_task: asyncio.Task[None] | None = None
-        self._in_flight: dict[asyncio.Task[None], tuple[str, str]] = {}
+        self._in_flight: dict[asyncio.Task[None], tuple[Lane, str, str]] = {}
+        # When the replies and cards lanes may next have something to claim: now after a wake-up or a send, the
+        # next retry otherwise. Looking only then keeps a broadcast's loop from asking for them every send.
+        self._outbox_due = 0.0
         self._progress_shown: dict[int, float] = {}
         self._rendered: dict[tuple[int, str, str], tuple[list[OutgoingMessage], float]] = {}
-        # Letters whose cards may need an update; one reporter works through them, one edit at a time, so a
-        # late progress edit can never overwrite the final report.
+        # Letters whose broadcast moved on: one reporter asks for their cards' progress and whether they are done.
         self._touched: set[int] = set()
         self._touched_event = asyncio.Event()
         # Sends waiting to be recorded: many go into one transaction (a group commit) while the last one runs.
@@ -76,14 +109,16 @@ class DeliveryWorker:
         self._commit_task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
+        """Something was written to the outbox (or queued for a broadcast)."""
+        self._outbox_due = 0.0
         self._wake.set()
 
     async def run(self) -> None:
         self._run_task = asyncio.current_task()
-        repos = self.ctx.repos
-        recovered = await repos.deliveries.recover_in_flight(self.ctx.clock.now())
+        repos, now = self.ctx.repos, self.ctx.clock.now()
+        recovered = await repos.deliveries.recover_in_flight(now) + await repos.outbox.recover_in_flight(now)
         if recovered:
-            log.info("delivery: %d deliveries were in flight at the last stop; sending them again", recovered)
+            log.info("outbox: %d sends were in flight at the last stop; sending them again", recovered)
         # A broadcast that ended just before a stop still owes the moderators its report.
         self._touched.update(await repos.letters.unreported())
         self._touched_event.set()
@@ -92,36 +127,74 @@ class DeliveryWorker:
             while not self._stopping:
                 self._wake.clear()
                 started = await self._claim_and_start()
-                if started and len(self._in_flight) < self.concurrency:
+                if started and self._room_left():
                     continue  # there may be more due right now
                 await self._sleep_until_due()
         finally:
-            # Not cancelled: a report cut off between "reported" and the message would be lost for good.
+            # Not cancelled: a report cut off between "reported" and its messages would be lost for good.
             self._touched_event.set()
             await asyncio.gather(reporter, return_exceptions=True)
 
+    async def drain(self, rounds: int = 100) -> None:
+        """Send everything due now and wait for it, without the loop (tests drive the handlers this way)."""
+        for _round in range(rounds):
+            self._outbox_due = 0.0
+            started = await self._claim_and_start()
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+            await self._report_touched()
+            if not started and not self._in_flight:
+                return
+
+    def _room_left(self) -> bool:
+        return any(self._busy(lane) < share for lane, share in self._shares.items())
+
+    def _busy(self, lane: Lane) -> int:
+        return sum(1 for task_lane, _platform, _chat in self._in_flight.values() if task_lane == lane)
+
     async def _claim_and_start(self) -> int:
-        free = self.concurrency - len(self._in_flight)
-        if free <= 0:
-            return 0
-        busy = frozenset(self._in_flight.values())
-        jobs = await self.ctx.repos.deliveries.claim_due(self.ctx.clock.now(), free, busy)
-        for job in jobs:
-            task = asyncio.create_task(self._deliver(job))
-            self._in_flight[task] = (job.platform, job.chat_id)
-            task.add_done_callback(self._done)
-        return len(jobs)
+        now = self.ctx.clock.now()
+        started = 0
+        if now >= self._outbox_due:
+            # Not looked at again until a wake-up, a send done (its chat's next row may go), or the next retry
+            # falls due; a wake-up while claiming lowers it again.
+            self._outbox_due = math.inf
+            for lane in (Lane.REPLIES, Lane.CARDS):
+                for job in await self.ctx.repos.outbox.claim(lane, now, self._free(lane), self._chats(lane)):
+                    self._start(self._say(job), lane, job.platform, job.chat_id)
+                    started += 1
+            retry_at = await self.ctx.repos.outbox.next_due_after(now)
+            self._outbox_due = min(self._outbox_due, retry_at if retry_at is not None else math.inf)
+        free = self._free(Lane.BROADCASTS)
+        if free > 0:
+            for delivery in await self.ctx.repos.deliveries.claim_due(now, free, self._chats(Lane.BROADCASTS)):
+                self._start(self._deliver(delivery), Lane.BROADCASTS, delivery.platform, delivery.chat_id)
+                started += 1
+        return started
+
+    def _free(self, lane: Lane) -> int:
+        return max(self._shares[lane] - self._busy(lane), 0)
+
+    def _chats(self, lane: Lane) -> frozenset[tuple[str, str]]:
+        return frozenset((platform, chat) for task_lane, platform, chat in self._in_flight.values()
+                         if task_lane == lane)
+
+    def _start(self, send: Coroutine[Any, Any, None], lane: Lane, platform: str, chat_id: str) -> None:
+        task = asyncio.create_task(send)
+        self._in_flight[task] = (lane, platform, chat_id)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        lane, _platform, _chat = self._in_flight.pop(task, (Lane.BROADCASTS, "", ""))
+        if lane != Lane.BROADCASTS:
+            self._outbox_due = 0.0  # the chat's next row, if any, may go now
         self._wake.set()
 
     async def _sleep_until_due(self) -> None:
         if not self._in_flight:
             for pacer in self.pacers.values():
                 pacer.forget_idle()  # between broadcasts: forget the chats, keep the memory flat
-        next_due = await self.ctx.repos.deliveries.next_due_at()
-        timeout = 5.0 if next_due is None else min(max(next_due - self.ctx.clock.now(), 0.05), 5.0)
+        next_due = min(await self.ctx.repos.deliveries.next_due_at() or math.inf, self._outbox_due)
+        timeout = min(max(next_due - self.ctx.clock.now(), 0.05), 5.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -140,6 +213,74 @@ class DeliveryWorker:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         await self._report_touched()
+
+    # --- replies and cards ---------------------------------------------------------------------------------
+
+    async def _say(self, job: OutboxJob) -> None:
+        try:
+            if job.card is None:
+                assert job.message is not None
+                message = replace(deserialise(job.message), idempotency_key=job.key)
+                await self._paced(job.platform, job.chat_id, job.chat_kind)
+                await self.ctx.network(job.platform).send(message)
+                await self.ctx.repos.outbox.done(job)
+            else:
+                await self._show_card(job)
+        except DeliveryError as error:
+            await self._unsaid(job, error)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.ctx.repos.outbox.release(job.id))
+            raise
+        except Exception as error:
+            log_failure(log, f"outbox {job.id}: unexpected error", error)
+            await self._unsaid(job, DeliveryError(type(error).__name__, retryable=True))
+
+    async def _show_card(self, job: OutboxJob) -> None:
+        """The card part as its letter is now: posted (and recorded with the row's end), edited or scrubbed."""
+        assert job.card is not None
+        wanted = job.card
+        send = await cards.next_send(self.ctx, wanted)
+        if send is None:
+            await self.ctx.repos.outbox.done(job)
+            return
+        network = self.ctx.network(job.platform)
+        await self._paced(job.platform, job.chat_id, ChatKind.GROUP)
+        if send.ref is None:
+            # The same key for every try of this part: on Matrix a post retried after a lost answer is one card.
+            key = f"card {wanted.letter_id} {wanted.platform} {wanted.chat_id} {wanted.part}"
+            ref = await network.send(replace(send.message, idempotency_key=key))
+            async with self.ctx.transaction():
+                await self.ctx.repos.cards.add(Card(wanted.letter_id, ref.platform, ref.chat_id, ref.message_id,
+                                                    wanted.part))
+                await self.ctx.repos.outbox.done(job)
+            return
+        message = replace(send.message, idempotency_key=job.key)
+        if send.scrub:
+            await network.scrub(send.ref, message)
+        else:
+            await network.edit(send.ref, message)
+        await self.ctx.repos.outbox.done(job)
+
+    async def _paced(self, platform: str, chat_id: str, kind: str) -> None:
+        await self.pacers[platform].acquire(chat_id, kind)
+
+    async def _unsaid(self, job: OutboxJob, error: DeliveryError) -> None:
+        what = "a card" if job.card is not None else "a message"
+        reason = without_ids(error.reason)
+        delay = None if error.gone or error.moved_to else self.retry.next_try(error, job.attempts)
+        if delay is None:
+            log.warning("outbox %d: %s on %s given up after %d attempt(s): %s", job.id, what, job.platform,
+                        job.attempts, reason)
+            await self.ctx.repos.outbox.done(job)
+            return
+        if error.retry_after is not None:
+            self.pacers[job.platform].pause(job.chat_id, error.retry_after)
+        log.info("outbox %d: %s on %s again in %.1f s (%s)", job.id, what, job.platform, delay, reason)
+        at = self.ctx.clock.now() + delay
+        await self.ctx.repos.outbox.reschedule(job.id, at, error.reason)
+        self._outbox_due = min(self._outbox_due, at)
+
+    # --- broadcasts ----------------------------------------------------------------------------------------
 
     async def _deliver(self, job: DeliveryJob) -> None:
         try:
@@ -255,13 +396,12 @@ class DeliveryWorker:
                 job.id, job.subscription_id, job.platform, reason,
             )
             log.debug("delivery %d: %s chat %s is gone: %s", job.id, job.platform, job.chat_id, error.reason)
-            await repos.subscriptions.deactivate(job.subscription_id, error.reason, now)
-        elif not error.retryable or job.attempts >= self.retry.max_attempts:
+            await end_subscription(self.ctx, job.subscription_id, error.reason)
+        elif (delay := self.retry.next_try(error, job.attempts)) is None:
             reason = without_ids(error.reason)
             log.warning("delivery %d failed for good after %d attempts: %s", job.id, job.attempts, reason)
             await repos.deliveries.mark_failed(job.id, error.reason, now)
         else:
-            delay = error.retry_after if error.retry_after is not None else self.retry.delay(job.attempts)
             if error.retry_after is not None:
                 self.pacers[job.platform].pause(job.chat_id, error.retry_after)
             log.info("delivery %d: retry in %.1f s (%s)", job.id, delay, without_ids(error.reason))
