@@ -269,9 +269,10 @@ async def with_limits(private: int, groups: int, channels: int) -> Result:
     by_kind = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in times.by_kind.items())
     lines += [
         ("", f"approval → last recorded sent: {times.elapsed:.2f} s = {progress.sent / times.elapsed:.1f} "
-             f"messages/s (from the /approve message: {times.last_sent - command_at:.2f} s)"),  # type: ignore[operator]
+             f"messages/s (from the /approve message: {times.last_sent - command_at:.2f} s; the first delivery "
+             f"{times.first_sent - times.decided_at:.2f} s after the approval)"),  # type: ignore[operator]
         ("", f"last delivery of each kind after: {by_kind}"),
-        ("", f"sendMessage calls to other chats meanwhile (moderators, the sender: outside the pacer): "
+        ("", f"sendMessage calls to other chats meanwhile (moderators, the sender: in the same pacer): "
              f"{len(others)}"),
         ("429s", f"{during} during the broadcast ({total_429} in the whole run); {retries_text(times)}"
                  + (f"; pacer rate at the end: {rate_now:.1f}/s" if isinstance(rate_now, float) else "")),
