@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from email import policy
+from email.message import EmailMessage
 from email.parser import BytesParser
 
 import pytest
@@ -559,6 +560,14 @@ def test_a_reply_to_a_mail_without_subject() -> None:
     assert "Content-Language" not in _reparse(reply(mail, BOT, "ok", None))
 
 
+def test_a_mail_or_thread_in_a_log_line_names_nobody() -> None:
+    mail = parse(THUNDERBIRD)
+    for shown in (repr(mail), str(mail), repr(mail.thread)):
+        assert "maria" not in shown.lower().replace("<3f1a2b@mail.example>", "")
+        assert "Dear friends" not in shown
+        assert "Berlin" not in shown
+
+
 def test_a_mail_without_sender_cannot_be_answered() -> None:
     with pytest.raises(ValueError):
         reply(parse(b"Subject: x\r\n\r\nhi"), BOT, "ok", "en")
@@ -583,6 +592,13 @@ def test_a_header_like_subject_or_text_adds_no_header() -> None:
     assert sorted(sent.keys()) == sorted(_LETTER_HEADERS)
     assert "\n" not in sent["Subject"]
     assert sent.get_content().startswith("Bcc: body@victim.example")
+
+
+def test_the_email_package_alone_refuses_a_line_break_in_a_header() -> None:
+    # The second line of defence under the builders' own cleaning.
+    msg = EmailMessage(policy=policy.default)
+    with pytest.raises(ValueError):
+        msg["Subject"] = "hi\r\nBcc: all@victim.example"
 
 
 @pytest.mark.parametrize("address", ["a@b.example, c@d.example", "a@b.example\r\nBcc: c@d.example", "Eve <e@x>", ""])
@@ -656,12 +672,29 @@ def test_parse_never_raises(raw: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(subject=st.text(max_size=300), text=st.text(max_size=1000))
-def test_builders_never_emit_extra_headers(subject: str, text: str) -> None:
+@given(
+    st.text(alphabet=st.sampled_from("<>/=\"' abcdiv&#;!-[]pbrscriptgmail_quoteclass\u00e9\ud7ff\x00"), max_size=400)
+)
+def test_any_html_body_reads_as_text(html: str) -> None:
+    raw = crlf("From: a@b.example\nContent-Type: text/html; charset=utf-8\n\n") + html.encode("utf-8", "replace")
+    mail = parse(raw)
+    assert mail.unreadable is None
+    assert isinstance(mail.text, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    subject=st.text(max_size=300),
+    text=st.text(max_size=1000),
+    message_id=st.sampled_from(["<m@x.example>", "<m@x.example>\r\nBcc: y@z.example"]),
+)
+def test_builders_never_emit_extra_headers(subject: str, text: str, message_id: str) -> None:
     letter = _reparse(letter_mail(BOT, "sub@reader.example", subject, text, "en", BOT))
     assert sorted(letter.keys()) == sorted(_LETTER_HEADERS)
     assert letter["To"] == "sub@reader.example"
-    thread = Thread(to="w@x.example", message_id="<m@x.example>", references=(), subject=subject)
+    thread = Thread(to="w@x.example", message_id=message_id, references=(text[:50], "<r@x.example>"), subject=subject)
     answer = _reparse(reply(thread, BOT, text, "en"))
-    assert sorted(answer.keys()) == sorted(_REPLY_HEADERS)
+    # A message id that is not one is left out rather than carried into a header.
+    expected = _REPLY_HEADERS if message_id == "<m@x.example>" else set(_REPLY_HEADERS) - {"In-Reply-To", "References"}
+    assert sorted(answer.keys()) == sorted(expected)
     assert answer["To"] == "w@x.example"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
@@ -76,10 +76,10 @@ _INSCRIPTIS = ParserConfig(css=CSS_PROFILES["strict"])
 class Thread:
     """What a reply days later needs of the mail it answers; small enough to store with the outbox row."""
 
-    to: str
+    to: str = field(repr=False)
     message_id: str | None
     references: tuple[str, ...]
-    subject: str
+    subject: str = field(repr=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -105,14 +105,16 @@ class Thread:
 
 @dataclass(frozen=True)
 class IncomingMail:
+    """One mail as read. Its repr names none of the personal fields, so a stray log line cannot leak them."""
+
     message_id: str | None
     references: tuple[str, ...]  # References, then In-Reply-To: the thread, oldest first
-    sender: str | None  # the From address, domain lower-cased; None when there is none to answer
-    return_path: str | None  # "" for the null return path `<>`, None when the header is missing
-    subject: str
+    sender: str | None = field(repr=False)  # the From address, domain lower-cased; None when there is none
+    return_path: str | None = field(repr=False)  # "" for the null return path `<>`, None when the header is missing
+    subject: str = field(repr=False)
     language: str | None  # ISO 639-1, from Content-Language
-    text: str  # the letter: quoted reply history dropped, signature kept
-    attachments: tuple[str, ...] = ()  # file names, or content types where a part has none
+    text: str = field(repr=False)  # the letter: quoted reply history dropped, signature kept
+    attachments: tuple[str, ...] = field(default=(), repr=False)  # file names, or content types where none
     automatic: str | None = None  # why a machine sent it: never a letter, never answered
     unreadable: str | None = None  # why it could not be read as a letter (no sender, too large, malformed)
     truncated: bool = False  # the text was cut at MAX_TEXT_CHARS
@@ -525,7 +527,8 @@ def _base(sender: str, recipient: str, subject: str, text: str, language: str | 
     msg = EmailMessage(policy=policy.default)
     msg["From"] = sender
     msg["To"] = _addr_spec(recipient)
-    # Our own cleaning, not the policy's: Python before 3.11.10/3.12.5 folds a CR/LF in a value into a new header.
+    # Cleaned first: the policy refuses a CR or LF with a ValueError, which would leave a subscriber without the
+    # letter, and its checks have had gaps (CVE-2024-6923, the folding of encoded words, fixed in 3.11.10).
     msg["Subject"] = _one_line(subject)
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
