@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: run check test lint bench emulator locales clean
+.PHONY: run check test lint bench emulator locales clean dovecot
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed (python3.11 or python3 on PATH)"; exit 1; }
@@ -29,9 +29,26 @@ run: $(RUNTIME)
 check: $(RUNTIME)
 	$(PY) -m bot --check
 
-test: $(DEV)
+test: $(DEV) dovecot
 	$(PY) -m ruff check .
 	PTB_TIMEDELTA=1 $(PY) -m pytest
+
+# The email tests run their own unprivileged Dovecot on loopback (tests/mailserver.py) and need only its binary.
+# Installed when missing and we may (root or password-less sudo, apt-get); this never fails the build: without
+# Dovecot the email tests skip and say why. The package's own system service is stopped and disabled at once:
+# it would listen on every interface, and ours does not need it.
+DOVECOT_LOG := $${TMPDIR:-/tmp}/solidarity-relay-dovecot-install.log
+dovecot:
+	@test -x /usr/sbin/dovecot && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=no; fi; \
+	if [ "$$sudo" = no ] || ! command -v apt-get >/dev/null; then \
+		echo "Dovecot is not installed and cannot be installed here (needs apt-get and root): email tests will skip"; exit 0; fi; \
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dovecot-imapd dovecot-lmtpd"; \
+	if { $$install || { $$sudo apt-get update -q && $$install; }; } </dev/null >$(DOVECOT_LOG) 2>&1; then \
+		if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now dovecot.service dovecot.socket; \
+		else $$sudo invoke-rc.d dovecot stop; $$sudo update-rc.d dovecot disable; fi >>$(DOVECOT_LOG) 2>&1; \
+		echo "Installed Dovecot for the email tests (system service stopped and disabled)"; \
+	else echo "Could not install Dovecot (see $(DOVECOT_LOG)): email tests will skip"; fi
 
 lint: $(DEV)
 	$(PY) -m ruff check .
