@@ -24,8 +24,9 @@ from storage.letters import Letter
 from storage.repositories import Repositories
 from tests.fakes import FakeNetwork, ManualClock, ManualScheduler
 
-# One Synapse per test session for every Matrix test, and its log tail in the report of a failing one.
-pytest_plugins = ("tests.synapse_fixtures",)
+# One Synapse and one mail system (Dovecot, an SMTP server) per test session, each with its log tail in the report of
+# a failing test.
+pytest_plugins = ("tests.synapse_fixtures", "tests.mailserver")
 
 ROOT = Path(__file__).resolve().parents[1]
 MODS = "-100500"

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     # a plain import is fine.
     from tests.mailserver import Mailbox, MailSystem
 
-pytest_plugins = ("tests.mailserver",)  # only until tests/conftest.py lists it; harmless after
 
 _names = itertools.count(1)
 
