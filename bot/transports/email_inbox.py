@@ -1,0 +1,163 @@
+"""The bot's mailbox over IMAP (aioimaplib): every message handed over once across restarts, flagged \\Seen once it
+was handled, and left in place.
+
+Which messages were handled is kept as the mailbox's UIDVALIDITY and the last UID handled (RFC 3501 §2.3.1.1): UIDs
+only grow while UIDVALIDITY stays the same; when the server changes it (a rebuilt mailbox), the old UIDs mean
+nothing and the mailbox is read again from its unseen messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+from dataclasses import dataclass
+
+import aioimaplib
+
+from bot.networks.base import KeyValue
+from bot.networks.email_settings import MailServer
+
+STATE_KEY = "email.inbox"
+IDLE_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
+POLL_SECONDS = 60.0
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_FETCHED_UID = re.compile(rb"UID (\d+)")
+
+
+class MailboxError(Exception):
+    """The server refused or failed (login, select, fetch): the transport logs it and connects again later."""
+
+
+@dataclass(frozen=True)
+class Position:
+    uidvalidity: int
+    last_uid: int
+
+    def encode(self) -> str:
+        return f"{self.uidvalidity}:{self.last_uid}"
+
+    @classmethod
+    def decode(cls, stored: str | None) -> Position | None:
+        if not stored or ":" not in stored:
+            return None
+        validity, uid = stored.split(":", 1)
+        return cls(int(validity), int(uid)) if validity.isdigit() and uid.isdigit() else None
+
+
+class Inbox:
+    def __init__(self, server: MailServer, user: str, password: str, state: KeyValue, timeout: float = 30.0) -> None:
+        self.server = server
+        self.user = user
+        self.password = password
+        self.state = state
+        self.timeout = timeout
+        self._imap: aioimaplib.IMAP4 | None = None
+        self._uidvalidity = 0
+        self._idle = False
+
+    async def connect(self) -> None:
+        server = self.server
+        if server.security == "starttls":
+            # aioimaplib has no STARTTLS (iroco-co/aioimaplib#1); a login in the clear to a remote host is refused.
+            raise MailboxError("STARTTLS is not supported for IMAP yet: use imaps:// (TLS from the first byte)")
+        if server.security == "tls":
+            imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(server.host, server.port, timeout=self.timeout,
+                                                          ssl_context=ssl.create_default_context())
+        else:
+            imap = aioimaplib.IMAP4(server.host, server.port, timeout=self.timeout)
+        try:
+            await _ok(imap.wait_hello_from_server(), "greeting")
+            await _ok(imap.login(self.user, self.password), "login")
+            selected = await _ok(imap.select(server.mailbox), "select")
+        except BaseException:
+            _drop(imap)  # a refused login must not leave its connection open
+            raise
+        validity = next((found for line in selected.lines if (found := _UIDVALIDITY.search(line))), None)
+        if validity is None:
+            _drop(imap)
+            raise MailboxError("the server gave no UIDVALIDITY")
+        self._uidvalidity = int(validity[1])
+        self._idle = imap.has_capability("IDLE")
+        self._imap = imap
+
+    async def close(self) -> None:
+        imap, self._imap = self._imap, None
+        if imap is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(imap.logout(), 5)
+
+    async def new_messages(self) -> list[tuple[int, bytes]]:
+        """(UID, raw message) of each message not yet handled, oldest first; not flagged \\Seen by reading."""
+        imap = self._connected()
+        position = Position.decode(await self.state.get(STATE_KEY))
+        if position is not None and position.uidvalidity == self._uidvalidity:
+            found = await _ok(imap.uid_search(f"UID {position.last_uid + 1}:*"), "search")
+            floor = position.last_uid
+        else:
+            found = await _ok(imap.uid_search("UNSEEN"), "search")
+            floor = 0
+        # `n:*` always matches the highest UID, handled or not (RFC 3501 §6.4.8): the floor drops it.
+        uids = sorted(int(word) for line in found.lines[:-1] for word in line.split() if word.isdigit())
+        messages = []
+        for uid in (uid for uid in uids if uid > floor):
+            raw = await self._fetch(uid)
+            if raw is not None:
+                messages.append((uid, raw))
+        return messages
+
+    async def handled(self, uid: int) -> None:
+        """The message was handled: flagged \\Seen, and never handed over again (also after a restart)."""
+        imap = self._connected()
+        await _ok(imap.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "store")
+        await self.state.put(STATE_KEY, Position(self._uidvalidity, uid).encode())
+
+    async def wait_for_mail(self) -> None:
+        """Until the server says something changed (IDLE), or a while has passed (polling)."""
+        imap = self._connected()
+        if not self._idle:
+            await asyncio.sleep(POLL_SECONDS)
+            return
+        idle = await imap.idle_start(timeout=IDLE_SECONDS)
+        try:
+            await imap.wait_server_push(timeout=IDLE_SECONDS)
+        except TimeoutError:
+            pass
+        finally:
+            imap.idle_done()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(idle, self.timeout)
+
+    async def _fetch(self, uid: int) -> bytes | None:
+        response = await _ok(self._connected().uid("fetch", str(uid), "(UID BODY.PEEK[])"), "fetch")
+        lines = response.lines
+        for index, line in enumerate(lines[:-1]):
+            match = _FETCHED_UID.search(line) if isinstance(line, bytes) and b"FETCH" in line else None
+            if match and int(match[1]) == uid and isinstance(lines[index + 1], bytearray):
+                return bytes(lines[index + 1])
+        return None  # expunged meanwhile
+
+    def _connected(self) -> aioimaplib.IMAP4:
+        if self._imap is None:
+            raise MailboxError("not connected")
+        return self._imap
+
+
+def _drop(imap: aioimaplib.IMAP4) -> None:
+    transport = getattr(imap.protocol, "transport", None)
+    if transport is not None:
+        transport.close()
+
+
+async def _ok(request: object, what: str) -> aioimaplib.Response:
+    try:
+        response = await request  # type: ignore[misc]
+    except (TimeoutError, OSError, aioimaplib.Abort) as error:
+        raise MailboxError(f"{what}: {type(error).__name__}") from error
+    if response is None:  # the greeting: wait_hello_from_server answers nothing
+        return aioimaplib.Response("OK", [])
+    if response.result != "OK":
+        # The server's own words may quote the login: only the verb and the status go into logs.
+        raise MailboxError(f"{what} refused ({response.result})")
+    return response

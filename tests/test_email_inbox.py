@@ -1,0 +1,91 @@
+"""The bot's mailbox on a real Dovecot: each message once across restarts, flagged \\Seen, left in place."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+from email.message import EmailMessage
+
+from bot.networks.email_settings import MailServer
+from bot.transports.email_inbox import STATE_KEY, Inbox
+from tests.fakes import MemoryState
+from tests.mailserver import MailSystem, fresh_local
+
+
+def letter(sender: str, to: str, text: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, to, "Solidarity"
+    message.set_content(text)
+    return message
+
+
+def inbox_of(mail: MailSystem, bot, state: MemoryState) -> Inbox:
+    server = MailServer(mail.imap_host, mail.imap_port, "plain", "INBOX")
+    return Inbox(server, bot.address, bot.password, state)
+
+
+def flags(mail: MailSystem, bot) -> list[bytes]:
+    with mail.imap(bot) as client:
+        client.select("INBOX", readonly=True)
+        _, data = client.fetch("1:*", "(FLAGS)")
+    return [line for line in data if isinstance(line, bytes)]
+
+
+async def test_each_message_once_across_restarts_seen_and_left_in_place(mail_system: MailSystem) -> None:
+    bot, ana = mail_system.add_user(fresh_local("relay")), mail_system.add_user(fresh_local("ana"))
+    state = MemoryState()
+    await mail_system.asend(ana, letter(ana.address, bot.address, "first letter"))
+    await mail_system.asend(ana, letter(ana.address, bot.address, "second letter"))
+    await mail_system.await_for(bot, lambda m: "second" in m.get_content())
+
+    inbox = inbox_of(mail_system, bot, state)
+    await inbox.connect()
+    try:
+        first_round = await inbox.new_messages()
+        assert [b"first letter" in raw for _uid, raw in first_round] == [True, False]
+        await inbox.handled(first_round[0][0])  # the process dies before the second is handled
+    finally:
+        await inbox.close()
+
+    restarted = inbox_of(mail_system, bot, state)
+    await restarted.connect()
+    try:
+        again = await restarted.new_messages()
+        assert len(again) == 1 and b"second letter" in again[0][1]
+        await restarted.handled(again[0][0])
+        assert await restarted.new_messages() == []
+    finally:
+        await restarted.close()
+    seen = flags(mail_system, bot)
+    assert len(seen) == 2 and all(rb"\Seen" in line for line in seen)  # both still there, both seen
+    assert state.values[STATE_KEY].endswith(f":{again[0][0]}")
+
+
+async def test_idle_wakes_on_new_mail(mail_system: MailSystem) -> None:
+    bot, ana = mail_system.add_user(fresh_local("relay")), mail_system.add_user(fresh_local("ana"))
+    inbox = inbox_of(mail_system, bot, MemoryState())
+    await inbox.connect()
+    try:
+        assert await inbox.new_messages() == []
+        waiting = asyncio.ensure_future(inbox.wait_for_mail())
+        await asyncio.sleep(0.3)
+        await mail_system.asend(ana, letter(ana.address, bot.address, "while idling"))
+        await asyncio.wait_for(waiting, 10)
+        (message,) = await inbox.new_messages()
+        assert b"while idling" in message[1]
+    finally:
+        await inbox.close()
+
+
+async def test_a_wrong_password_is_a_clear_error_without_the_password(mail_system: MailSystem) -> None:
+    bot = mail_system.add_user(fresh_local("relay"))
+    server = MailServer(mail_system.imap_host, mail_system.imap_port, "plain", "INBOX")
+    inbox = Inbox(server, bot.address, "not-the-password-42", MemoryState())
+    try:
+        await inbox.connect()
+        raise AssertionError("a wrong password was accepted")
+    except Exception as error:
+        assert "login refused" in str(error) and "not-the-password-42" not in str(error)
+    finally:
+        await inbox.close()
+    assert imaplib  # the test people's client, for the flags above
