@@ -49,6 +49,7 @@ import secrets
 import shutil
 import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -128,7 +129,11 @@ state_dir = {directory}/state
 log_path = {directory}/dovecot.log
 protocols = imap lmtp
 listen = {HOST}
-ssl = no
+# STARTTLS offered with a certificate made at start (MailSystem.tls_context trusts it); logins in the clear stay
+# allowed on loopback, so the bot's plain setting (a loopback host) is tested too.
+ssl = yes
+ssl_server_cert_file = {directory}/tls/cert.pem
+ssl_server_key_file = {directory}/tls/key.pem
 auth_allow_cleartext = yes
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -178,7 +183,9 @@ log_path = {directory}/dovecot.log
 protocols = imap lmtp
 listen = {HOST}
 # Loopback only, test passwords only: no TLS, and plain-text logins allowed without it.
-ssl = no
+ssl = yes
+ssl_cert = <{directory}/tls/cert.pem
+ssl_key = <{directory}/tls/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
@@ -353,8 +360,9 @@ class MailSystem:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for sub in ("run", "state", "home", "users"):
+        for sub in ("run", "state", "home", "users", "tls"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        self._make_certificate()
         self.log_path.touch()  # before the chown below: Dovecot appends to it as the service account
         if os.geteuid() == 0:
             for path in [self.directory, *self.directory.rglob("*")]:
@@ -373,11 +381,32 @@ class MailSystem:
             self.handler,
             authenticator=self.handler.authenticate,
             auth_require_tls=False,
+            # STARTTLS offered with the same certificate as Dovecot's; plain stays allowed on loopback.
+            tls_context=self._server_tls(),
             server_hostname=f"mail.{self.domain}",
             ready_timeout=START_WITHIN,
         )
         self._controller.start()
         self.smtp_port = self._controller.port
+
+    def _make_certificate(self) -> None:
+        """A self-signed certificate for 127.0.0.1, a day long, for STARTTLS (clients trust it via tls_context)."""
+        tls = self.directory / "tls"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem")],
+            check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        )
+
+    def _server_tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls = self.directory / "tls"
+        context.load_cert_chain(str(tls / "cert.pem"), str(tls / "key.pem"))
+        return context
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context that trusts this mail system's certificate (and verifies the host name against it)."""
+        return ssl.create_default_context(cafile=str(self.directory / "tls" / "cert.pem"))
 
     def _start_dovecot(self) -> None:
         self.imap_port, self.lmtp_port = free_port(), free_port()

@@ -89,3 +89,31 @@ async def test_a_wrong_password_is_a_clear_error_without_the_password(mail_syste
     finally:
         await inbox.close()
     assert imaplib  # the test people's client, for the flags above
+
+
+async def test_starttls_upgrades_before_the_login(mail_system: MailSystem) -> None:
+    bot, ana = mail_system.add_user(fresh_local("relay")), mail_system.add_user(fresh_local("ana"))
+    await mail_system.asend(ana, letter(ana.address, bot.address, "over TLS"))
+    await mail_system.await_for(bot, lambda m: "over TLS" in m.get_content())
+    server = MailServer(mail_system.imap_host, mail_system.imap_port, "starttls", "INBOX")
+    inbox = Inbox(server, bot.address, bot.password, MemoryState(), tls=mail_system.tls_context())
+    await inbox.connect()
+    try:
+        (message,) = await inbox.new_messages()
+        assert b"over TLS" in message[1]
+        assert inbox._connected().protocol.transport.get_extra_info("ssl_object") is not None  # inside TLS now
+    finally:
+        await inbox.close()
+
+
+async def test_starttls_with_a_certificate_not_trusted_never_logs_in(mail_system: MailSystem) -> None:
+    bot = mail_system.add_user(fresh_local("relay"))
+    server = MailServer(mail_system.imap_host, mail_system.imap_port, "starttls", "INBOX")
+    inbox = Inbox(server, bot.address, bot.password, MemoryState())  # the system's CAs: the test's cert is unknown
+    try:
+        await inbox.connect()
+        raise AssertionError("an untrusted certificate was accepted")
+    except Exception as error:
+        assert "starttls" in str(error)
+    finally:
+        await inbox.close()

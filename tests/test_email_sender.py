@@ -59,3 +59,16 @@ async def test_a_wrong_login_and_a_dead_server_are_passing_failures_without_the_
     with pytest.raises(DeliveryError) as unreachable:
         await dead.send(message(bot, ana.address, "z"), ana.address)
     assert unreachable.value.retryable and "unreachable" in unreachable.value.reason
+
+
+async def test_starttls_is_required_and_the_certificate_checked(mail_system: MailSystem) -> None:
+    bot, ana = mail_system.add_user(fresh_local("relay")), mail_system.add_user(fresh_local("ana"))
+    server = MailServer(mail_system.smtp_host, mail_system.smtp_port, "starttls")
+    trusted = MailSender(server, bot.address, bot.password, bot.address, timeout=10, tls=mail_system.tls_context())
+    await trusted.send(message(bot, ana.address, "sealed"), ana.address)
+    await mail_system.await_for(ana, lambda m: "sealed" in m.get_content())
+    untrusted = MailSender(server, bot.address, bot.password, bot.address, timeout=10)  # the system's CAs only
+    with pytest.raises(DeliveryError) as refused:
+        await untrusted.send(message(bot, ana.address, "never in the clear"), ana.address)
+    assert refused.value.retryable
+    assert len([m for m in await mail_system.ainbox(ana) if "never" in m.get_content()]) == 0

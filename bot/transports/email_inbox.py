@@ -1,5 +1,5 @@
 """The bot's mailbox over IMAP (aioimaplib): every message handed over once across restarts, flagged \\Seen once it
-was handled, and left in place.
+was handled, and left in place. TLS from the first byte (imaps), or STARTTLS, or plain to a loopback host only.
 
 Which messages were handled is kept as the mailbox's UIDVALIDITY and the last UID handled (RFC 3501 §2.3.1.1): UIDs
 only grow while UIDVALIDITY stays the same; when the server changes it (a rebuilt mailbox), the old UIDs mean
@@ -47,8 +47,12 @@ class Position:
 
 
 class Inbox:
-    def __init__(self, server: MailServer, user: str, password: str, state: KeyValue, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: MailServer, user: str, password: str, state: KeyValue, timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.server = server
+        self.tls = tls or ssl.create_default_context()  # certificates and host names verified
         self.user = user
         self.password = password
         self.state = state
@@ -59,16 +63,15 @@ class Inbox:
 
     async def connect(self) -> None:
         server = self.server
-        if server.security == "starttls":
-            # aioimaplib has no STARTTLS (iroco-co/aioimaplib#1); a login in the clear to a remote host is refused.
-            raise MailboxError("STARTTLS is not supported for IMAP yet: use imaps:// (TLS from the first byte)")
         if server.security == "tls":
             imap: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(server.host, server.port, timeout=self.timeout,
-                                                          ssl_context=ssl.create_default_context())
+                                                          ssl_context=self.tls)
         else:
             imap = aioimaplib.IMAP4(server.host, server.port, timeout=self.timeout)
         try:
             await _ok(imap.wait_hello_from_server(), "greeting")
+            if server.security == "starttls":
+                await _starttls(imap, server.host, self.tls, self.timeout)
             await _ok(imap.login(self.user, self.password), "login")
             selected = await _ok(imap.select(server.mailbox), "select")
         except BaseException:
@@ -142,6 +145,24 @@ class Inbox:
         if self._imap is None:
             raise MailboxError("not connected")
         return self._imap
+
+
+async def _starttls(imap: aioimaplib.IMAP4, host: str, context: ssl.SSLContext, within: float) -> None:
+    """RFC 3501 §6.2.1: STARTTLS, then the connection goes on inside TLS. aioimaplib has no such call
+    (iroco-co/aioimaplib#1), so the protocol's transport is upgraded with asyncio's own `start_tls`. Without the
+    capability nothing is sent in the clear: the login is refused before it is tried."""
+    protocol = imap.protocol
+    if "STARTTLS" not in protocol.capabilities:
+        raise MailboxError("the IMAP server offers no STARTTLS: use imaps://, or a server that has it")
+    command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=asyncio.get_running_loop(), timeout=within)
+    await _ok(protocol.execute(command), "starttls")
+    try:
+        protocol.transport = await asyncio.get_running_loop().start_tls(
+            protocol.transport, protocol, context, server_hostname=host, ssl_handshake_timeout=within)
+    except (ssl.SSLError, OSError, TimeoutError) as error:
+        raise MailboxError(f"starttls: {type(error).__name__}") from error
+    # What the server said before TLS may have been changed by someone on the way: ask again (RFC 3501 §6.2.1).
+    await protocol.capability()
 
 
 def _drop(imap: aioimaplib.IMAP4) -> None:

@@ -8,6 +8,7 @@ the address: they stay out of the reason that reaches the logs.
 
 from __future__ import annotations
 
+import ssl
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -17,8 +18,12 @@ from handlers.ports import DeliveryError
 
 
 class MailSender:
-    def __init__(self, server: MailServer, user: str, password: str, envelope_from: str, timeout: float = 60.0) -> None:
+    def __init__(
+        self, server: MailServer, user: str, password: str, envelope_from: str, timeout: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.server = server
+        self.tls = tls or ssl.create_default_context()  # certificates and host names verified
         self.user = user
         self.password = password
         self.envelope_from = envelope_from
@@ -38,6 +43,7 @@ class MailSender:
                 use_tls=server.security == "tls",
                 # STARTTLS is required, not merely tried, where the server is not on this machine.
                 start_tls=server.security == "starttls",
+                tls_context=self.tls if server.security != "plain" else None,
                 timeout=self.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as refused:
