@@ -239,7 +239,10 @@ class OutboxWorker:
         """The card part as its letter is now: posted (and recorded with the row's end), edited or scrubbed."""
         assert job.card is not None
         wanted = job.card
-        send = await cards.next_send(self.ctx, wanted)
+        # Drawn in one transaction: the letter, its notes and its status as one moment of the database, never the
+        # text from before a sender's edit with the note of after it.
+        async with self.ctx.transaction():
+            send = await cards.next_send(self.ctx, wanted)
         if send is None:
             await self.ctx.repos.outbox.done(job)
             return

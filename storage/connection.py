@@ -68,7 +68,7 @@ class Dialect(Protocol):
 
 class Connection(Statements, Protocol):
     """The database as the repositories hold it. A statement run here outside a transaction is one on its own:
-    a write commits at once, a read sees what was committed."""
+    a write commits at once, a read sees what was committed (never another task's open transaction)."""
 
     dialect: Dialect
 

@@ -232,10 +232,23 @@ class Database:
             return await db.executemany(sql, params)
 
     async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
-        return await self._statements.fetchone(sql, params)
+        async with self._reading():
+            return await self._statements.fetchone(sql, params)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
-        return await self._statements.fetchall(sql, params)
+        async with self._reading():
+            return await self._statements.fetchall(sql, params)
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """A read sees what was committed: while another task's transaction is open on the shared connection, it
+        waits for the commit (else a card could be drawn from half of a sender's edit). The transaction's own
+        task reads its own writes."""
+        if self._owner is None or self._owner is asyncio.current_task():
+            yield
+            return
+        async with self._write_lock:
+            yield
 
 
 def _statements(script: str) -> list[str]:
