@@ -118,6 +118,7 @@ def dovecot_version() -> tuple[int, int]:
 def dovecot_config(directory: Path, imap_port: int, lmtp_port: int, account: pwd.struct_passwd) -> str:
     """A self-contained config: every path in ``directory``, every listener on 127.0.0.1, one unix user."""
     version = dovecot_version()
+    services = _services(imap_port, lmtp_port, "listen" if version >= (2, 4) else "address")
     if version >= (2, 4):
         # 2.4 renamed many settings and requires these version headers. Written from the 2.4 docs but not run
         # here (Debian 12 ships 2.3.19; Debian 13 ships 2.4): the first 2.4 machine may need it adjusted.
@@ -151,38 +152,15 @@ passdb passwd-file {{
 userdb passwd-file {{
   passwd_file_path = {directory}/users/%{{user}}
 }}
-# Unprivileged: no chroot (it needs root).
-service anvil {{
-  chroot =
-  # Mode 0 is Dovecot's documented way to switch the auth penalty off (auth cannot connect, so it skips it).
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service imap-login {{
-  chroot =
-  inet_listener imap {{
-    listen = {HOST}
-    port = {imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service lmtp {{
-  inet_listener lmtp {{
-    listen = {HOST}
-    port = {lmtp_port}
-  }}
-}}
-"""
+{services}"""
     return f"""\
 base_dir = {directory}/run
 state_dir = {directory}/state
 log_path = {directory}/dovecot.log
 protocols = imap lmtp
 listen = {HOST}
-# Loopback only, test passwords only: no TLS, and plain-text logins allowed without it.
+# Loopback only, test passwords only: STARTTLS offered with a certificate made at start (MailSystem.tls_context
+# trusts it), and plain-text logins allowed without it, so the bot's plain setting (a loopback host) is tested too.
 ssl = yes
 ssl_cert = <{directory}/tls/cert.pem
 ssl_key = <{directory}/tls/key.pem
@@ -209,6 +187,12 @@ userdb {{
   driver = passwd-file
   args = username_format=%u {directory}/users/%u
 }}
+{services}"""
+
+
+def _services(imap_port: int, lmtp_port: int, address_key: str) -> str:
+    """The listeners, the same in both versions but for the name of a listener's address (2.4: `listen`)."""
+    return f"""\
 # Unprivileged: no chroot (it needs root).
 service anvil {{
   chroot =
@@ -220,7 +204,7 @@ service anvil {{
 service imap-login {{
   chroot =
   inet_listener imap {{
-    address = {HOST}
+    {address_key} = {HOST}
     port = {imap_port}
   }}
   inet_listener imaps {{
@@ -229,7 +213,7 @@ service imap-login {{
 }}
 service lmtp {{
   inet_listener lmtp {{
-    address = {HOST}
+    {address_key} = {HOST}
     port = {lmtp_port}
   }}
 }}
