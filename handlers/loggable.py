@@ -10,7 +10,7 @@ from pathlib import PurePath
 
 
 def failure_summary(error: BaseException) -> str:
-    """`KeyError at handlers/cards.py:88 in post_cards`: where it failed, without the message (which may quote
+    """`KeyError at handlers/cards.py:88 in next_send`: where it failed, without the message (which may quote
     a letter's text or an account)."""
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:

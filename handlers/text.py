@@ -1,6 +1,6 @@
 """Measuring texts as the platforms count them, and splitting a long text into messages that each fit.
 
-Everything here is pure: the transports and the delivery worker call it with their own limit and measure.
+Everything here is pure: the transports and the outbox worker call it with their own limit and measure.
 """
 
 from __future__ import annotations

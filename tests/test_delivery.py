@@ -13,8 +13,6 @@ from handlers.outbox import end_subscription
 from handlers.ports import DeliveryError
 from tests.conftest import MODS, World
 
-FAST = Rates(per_second=10_000, private_interval=0, group_interval=0, channel_interval=0)
-
 
 async def approved_letter(world: World, text: str, subscribers: dict[str, str]) -> None:
     for chat_id, kind in subscribers.items():

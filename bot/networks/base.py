@@ -35,7 +35,7 @@ class Needs:
     settings: Settings
     state: KeyValue  # a small key-value table in the bot's database
     data_dir: Path  # the bot's data folder (0700), for files of the network's own
-    concurrency: int  # sends the delivery worker may have in flight on this network
+    concurrency: int  # sends the outbox worker may have in flight on this network
 
 
 class NetworkModule(Protocol):

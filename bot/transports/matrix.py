@@ -147,7 +147,7 @@ class MatrixTransport:
             # The store's secrets (Olm account, sessions) are pickled with a key kept in a file of its own.
             pickle_key=self._pickle_key() if self.encryption_off is None else "",
             store_sync_tokens=False,  # we store the token ourselves, after the batch is handled
-            max_limit_exceeded=0,  # a 429 comes back to us: the delivery worker decides, per room
+            max_limit_exceeded=0,  # a 429 comes back to us: the outbox worker decides, per room
             max_timeouts=2,
             request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
         )

@@ -1,7 +1,7 @@
 """Telegram through python-telegram-bot: updates become neutral events, neutral replies become Bot API calls.
 
 The Application is started by hand (initialize / start / updater.start_polling) rather than with run_polling,
-so other transports and the delivery worker share the same event loop.
+so other transports and the outbox worker share the same event loop.
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ def _role(member: ChatMember) -> Role:
 
 
 def normalise(error: TelegramError) -> DeliveryError:
-    """PTB's exceptions → DeliveryError, so only the delivery worker decides about retries."""
+    """PTB's exceptions → DeliveryError, so only the outbox worker decides about retries."""
     if isinstance(error, RetryAfter):
         retry_after = error.retry_after
         seconds = retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
