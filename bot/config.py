@@ -65,15 +65,19 @@ class Settings:
             moderators=_moderators(reader),
         )
         if not settings.networks:
-            first, *others = (network.switch for network in NETWORKS)
+            first, *others = (network.switch for network in NETWORKS if network.moderates)
             raise ConfigError(first, f"not set (set it or {' or '.join(others)}: at least one network is needed)")
+        if not any(network.moderates for network in NETWORKS if network.name in settings.networks):
+            first, *others = (network.switch for network in NETWORKS if network.moderates)
+            raise ConfigError(first, f"not set (set it or {' or '.join(others)}): letters need a moderation room, "
+                                     f"and {' and '.join(settings.networks)} cannot hold one")
         _check_translator(settings)
         return settings
 
 
 def _moderators(reader: Reader) -> frozenset[str]:
     accounts = set()
-    rules = {network.name: network.moderator_account for network in NETWORKS}
+    rules = {network.name: network.moderator_account for network in NETWORKS if network.moderates}
     for entry in (reader.optional("MODERATORS") or "").split(","):
         entry = entry.strip()
         if not entry:
@@ -81,7 +85,7 @@ def _moderators(reader: Reader) -> frozenset[str]:
         network, _sep, account = entry.partition(":")
         rule = rules.get(network.lower())
         if rule is None:
-            examples = " or ".join(network.moderator_example for network in NETWORKS)
+            examples = " or ".join(network.moderator_example for network in NETWORKS if network.moderates)
             raise ConfigError("MODERATORS", f"entries look like {examples}, got {entry!r}")
         if not rule[0].match(account):
             raise ConfigError("MODERATORS", f"{network.lower()}: needs {rule[1]}, got {account!r}")

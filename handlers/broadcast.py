@@ -6,11 +6,12 @@ import logging
 from dataclasses import replace
 
 from handlers import cards
-from handlers.common import gettext_for
+from handlers.common import command_text, gettext_for
 from handlers.context import Context
 from handlers.domain import LetterDecided, LetterPublished
 from handlers.events import ChatKind, OutgoingMessage
 from handlers.outbox import queue_broadcast, say
+from handlers.ports import Capability
 from handlers.subscriptions import subscriber_name
 from handlers.text import split_text
 from handlers.translating import LetterText
@@ -32,14 +33,20 @@ async def text_in(ctx: Context, letter: Letter, language: str) -> LetterText:
     return await ctx.translating.text_for(letter, language)
 
 
-def _footer(ctx: Context, letter: Letter, text: LetterText, language: str) -> str | None:
+def _footer(ctx: Context, letter: Letter, text: LetterText, platform: str, language: str) -> str | None:
     _ = gettext_for(ctx, language)
     original = ctx.texts.language_name(letter.language, language)
+    lines = []
     if text.translated_from is not None:
-        return _("— translated from {language}").format(language=original)
-    if text.untranslated:
-        return _("— no translation was available: this is the original, in {language}").format(language=original)
-    return None
+        lines.append(_("— translated from {language}").format(language=original))
+    elif text.untranslated:
+        lines.append(_("— no translation was available: this is the original, in {language}").format(
+            language=original))
+    if Capability.SUBSCRIBER_FOOTER in ctx.network(platform).capabilities:
+        stop = command_text(ctx, platform, "unsubscribe")
+        lines.append(_("You receive these letters because you subscribed. Reply “{command}” to stop them.").format(
+            command=stop))
+    return "\n".join(lines) or None
 
 
 def render(
@@ -47,7 +54,7 @@ def render(
 ) -> list[OutgoingMessage]:
     """The parts of a letter for one platform and language, not yet addressed (the same for every chat)."""
     _ = gettext_for(ctx, language)
-    footer = _footer(ctx, letter, letter_text, language)
+    footer = _footer(ctx, letter, letter_text, platform, language)
     network = ctx.network(platform)
     limit = network.max_text_length - BROADCAST_OVERHEAD
     bodies = [part.strip() for part in split_text(letter_text.text, limit, network.text_length)]

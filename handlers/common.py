@@ -65,13 +65,19 @@ def command_text(ctx: Context, platform: str, command: str) -> str:
     return ctx.network(platform).command_prefix + command
 
 
-async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None) -> None:
-    await say(ctx, chat.platform, OutgoingMessage(chat_id=chat.chat_id, text=text, title=title), chat.kind)
+async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None, reply_to: str | None = None) -> None:
+    message = OutgoingMessage(chat_id=chat.chat_id, text=text, title=title, reply_to=reply_to)
+    await say(ctx, chat.platform, message, chat.kind)
+
+
+async def answer(ctx: Context, message: IncomingMessage, text: str, title: str | None = None) -> None:
+    """A reply to `message` in its chat (in its thread, where the network has threads: email)."""
+    await reply(ctx, message.chat, text, title, reply_to=message.message_id)
 
 
 async def refuse_outside(ctx: Context, message: IncomingMessage) -> None:
     _ = gettext_for(ctx, _language(ctx, message))
-    await reply(ctx, message.chat, _("Moderation commands work only in the moderators' room, for its members."))
+    await answer(ctx, message, _("Moderation commands work only in the moderators' room, for its members."))
 
 
 def _language(ctx: Context, message: IncomingMessage) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from handlers import cards
-from handlers.common import Command, command_text, gettext_for, letter_number, reply
+from handlers.common import Command, answer, command_text, gettext_for, letter_number
 from handlers.context import Context
 from handlers.events import IncomingMessage
 from handlers.text import clean_text, utf16_len
@@ -29,11 +29,11 @@ async def _letter_or_usage(ctx: Context, message: IncomingMessage, number: int |
     _ = gettext_for(ctx, ctx.moderation_language())
     if number is None:
         usage = command_text(ctx, message.chat.platform, example)
-        await reply(ctx, message.chat, _("Which letter? For example: {command}").format(command=usage))
+        await answer(ctx, message, _("Which letter? For example: {command}").format(command=usage))
         return None
     letter = await ctx.repos.letters.get(number)
     if letter is None or letter.announced_at is None:
-        await reply(ctx, message.chat, _("There is no letter #{number}.").format(number=number))
+        await answer(ctx, message, _("There is no letter #{number}.").format(number=number))
         return None
     return letter
 
@@ -48,7 +48,7 @@ async def _refuse_decided(ctx: Context, message: IncomingMessage, letter: Letter
         "rejected": _("#{number} was rejected: its text is not used any more."),
         "withdrawn": _("#{number} was withdrawn: its text is not used any more."),
     }
-    await reply(ctx, message.chat, texts[letter.status].format(number=letter.id))
+    await answer(ctx, message, texts[letter.status].format(number=letter.id))
     return True
 
 
@@ -62,18 +62,18 @@ async def edit_command(ctx: Context, message: IncomingMessage, command: Command)
     text = clean_text(rest)
     if not text:
         usage = command_text(ctx, message.chat.platform, f"edit {letter.id} new text")
-        await reply(ctx, message.chat, _("Write the new text after the number, for example: {command}").format(
+        await answer(ctx, message, _("Write the new text after the number, for example: {command}").format(
             command=usage))
         return
     async with ctx.transaction():
         edited = await ctx.repos.letters.edit_text(letter.id, text, utf16_len(text),
                                                    _decision(ctx, message, letter.id, "edit", None))
         if not edited:
-            await reply(ctx, message.chat, _("#{number} is not pending any more.").format(number=letter.id))
+            await answer(ctx, message, _("#{number} is not pending any more.").format(number=letter.id))
             return
         await forget_translations(ctx, letter.id)
         await cards.refresh(ctx, letter.id)
-        await reply(ctx, message.chat, _("#{number} now has the new text; its translations will be made again.")
+        await answer(ctx, message, _("#{number} now has the new text; its translations will be made again.")
                     .format(number=letter.id))
 
 
@@ -93,7 +93,7 @@ async def lang_command(ctx: Context, message: IncomingMessage, command: Command)
         number = None
     if number is None:
         usage = command_text(ctx, message.chat.platform, "lang 12 es")
-        await reply(ctx, message.chat, _("Which letter and language? For example: {command}").format(command=usage))
+        await answer(ctx, message, _("Which letter and language? For example: {command}").format(command=usage))
         return
     letter = await _letter_or_usage(ctx, message, number, "lang 12 es")
     if letter is None or await _refuse_decided(ctx, message, letter, _CORRECTABLE):
@@ -104,7 +104,7 @@ async def lang_command(ctx: Context, message: IncomingMessage, command: Command)
         await ctx.repos.letters.record(_decision(ctx, message, number, "lang", code))
         await forget_translations(ctx, number)
         await cards.refresh(ctx, number)
-        await reply(ctx, message.chat, _("Letter #{number} is now marked as {language}.").format(
+        await answer(ctx, message, _("Letter #{number} is now marked as {language}.").format(
             number=number, language=name))
 
 
@@ -116,7 +116,7 @@ async def translation_command(ctx: Context, message: IncomingMessage, command: C
     language = parts[1].lower() if len(parts) >= 2 else ""
     if number is None or not ctx.texts.is_language(language):
         usage = command_text(ctx, message.chat.platform, "translation 12 fr")
-        await reply(ctx, message.chat, _("Which letter and language? For example: {command}").format(command=usage))
+        await answer(ctx, message, _("Which letter and language? For example: {command}").format(command=usage))
         return
     letter = await _letter_or_usage(ctx, message, number, "translation 12 fr")
     replacing = len(parts) == 3
@@ -128,20 +128,20 @@ async def translation_command(ctx: Context, message: IncomingMessage, command: C
             await ctx.repos.translations.put(letter.id, language, parts[2].strip(), "moderator", ctx.clock.now())
             await ctx.repos.letters.record(_decision(ctx, message, letter.id, "translation", language))
             await cards.refresh(ctx, letter.id)
-            await reply(ctx, message.chat, _("The {language} translation of #{number} is replaced; letters not yet "
+            await answer(ctx, message, _("The {language} translation of #{number} is replaced; letters not yet "
                                              "sent will use it.").format(language=name, number=letter.id))
         return
     stored = await ctx.repos.translations.get(letter.id, language)
     if stored is not None:
         title = _("#{number} in {language}:").format(number=letter.id, language=name)
-        await reply(ctx, message.chat, stored, title=title)
+        await answer(ctx, message, stored, title=title)
         return
     if ctx.translating is not None and letter.language not in ("und", language):
         ctx.translating.request(letter, language)
         text = _("No {language} translation of #{number} yet; I am making one. Ask again in a moment.")
     else:
         text = _("No {language} translation of #{number} is stored.")
-    await reply(ctx, message.chat, text.format(language=name, number=letter.id))
+    await answer(ctx, message, text.format(language=name, number=letter.id))
 
 
 async def history_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -157,7 +157,7 @@ async def history_command(ctx: Context, message: IncomingMessage, command: Comma
         progress = await ctx.repos.deliveries.progress(letter.id)
         lines.append(_when(letter.reported_at) + " " + cards.progress_text(ctx, progress))
     title = _("History of letter #{number}:").format(number=letter.id)
-    await reply(ctx, message.chat, "\n".join(lines), title=title)
+    await answer(ctx, message, "\n".join(lines), title=title)
 
 
 def _history_line(ctx: Context, entry: Decision) -> str:

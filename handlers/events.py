@@ -64,6 +64,10 @@ class IncomingMessage:
     content_kind: str = "text"
     length: int = 0  # as the platform counts it (Telegram: UTF-16 code units)
     limit: int = 0  # the platform's maximum length of one message; 0 when it has none
+    # False where the network cannot vouch for the sender: an email's From can be forged by anyone. A mail that
+    # answers one the bot sent to that address is proven (only the mailbox's reader has seen it).
+    sender_proven: bool = True
+    left_out: tuple[str, ...] = ()  # what the network could not carry of the message (an email's attachments)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class ActionPressed:
 # takes no part in encrypted rooms (ENCRYPTED). The sender is answered either way, never left in silence.
 UNDECRYPTABLE = "undecryptable"
 ENCRYPTED = "encrypted"
+# IncomingMessage.content_kind of a command the network recognised itself, where commands have no prefix
+# (email: a subject or first line like `withdraw 12`); other text there is never read as a command.
+COMMAND = "command"
 INVITED = "invited"  # MembershipChanged.reason of a room joined on someone's invitation
 
 
@@ -149,3 +156,5 @@ class OutgoingMessage:
     quoted: bool = False
     broadcast: bool = False  # a letter to a subscriber (Telegram may send these as paid broadcasts)
     idempotency_key: str | None = None  # a stable key so a retried send cannot post twice where the platform allows
+    # The message this answers (IncomingMessage.message_id), for networks that thread answers (email: In-Reply-To).
+    reply_to: str | None = None

@@ -6,7 +6,7 @@ import logging
 import time
 
 from handlers import cards
-from handlers.common import Command, command_text, gettext_for, letter_number, refuse_outside, reply
+from handlers.common import Command, answer, command_text, gettext_for, letter_number, refuse_outside
 from handlers.context import Context
 from handlers.domain import LetterDecided
 from handlers.events import ActionPressed, ChatRef, IncomingMessage, Role, UserRef
@@ -41,7 +41,7 @@ async def refuse(ctx: Context, message: IncomingMessage, reading: bool) -> None:
         await refuse_outside(ctx, message)
         return
     _ = gettext_for(ctx, ctx.moderation_language())
-    await reply(ctx, message.chat, _("Only the moderators named in the bot's settings can do that; "
+    await answer(ctx, message, _("Only the moderators named in the bot's settings can do that; "
                                      "everyone in this room can read along."))
 
 
@@ -94,12 +94,12 @@ async def _decide_command(ctx: Context, message: IncomingMessage, command: Comma
     number = letter_number(command.words[0]) if command.words else None
     if number is None:
         usage = command_text(ctx, message.chat.platform, f"{action} 12" + (" reason" if action == "reject" else ""))
-        await reply(ctx, message.chat, _("Which letter? For example: {command}").format(command=usage))
+        await answer(ctx, message, _("Which letter? For example: {command}").format(command=usage))
         return
     reason = command.args.split(None, 1)[1].strip() if len(command.words) > 1 else None
     async with ctx.transaction():
         outcome = await decide(ctx, number, action, message.sender, message.chat.platform, reason)
-        await reply(ctx, message.chat, outcome)
+        await answer(ctx, message, outcome)
 
 
 async def decide(ctx: Context, number: int, action: str, moderator: UserRef, platform: str, reason: str | None) -> str:
@@ -139,7 +139,7 @@ async def pending(ctx: Context, message: IncomingMessage, command: Command) -> N
     _ = gettext_for(ctx, ctx.moderation_language())
     letters = await ctx.repos.letters.pending(limit=30)
     if not letters:
-        await reply(ctx, message.chat, _("No letters are waiting. 🌱"))
+        await answer(ctx, message, _("No letters are waiting. 🌱"))
         return
     lines = [
         _("#{number} · {language} · {length} characters: {start}").format(
@@ -150,7 +150,7 @@ async def pending(ctx: Context, message: IncomingMessage, command: Command) -> N
         )
         for letter in letters
     ]
-    await reply(ctx, message.chat, "\n".join(lines), title=_("Waiting for a decision:"))
+    await answer(ctx, message, "\n".join(lines), title=_("Waiting for a decision:"))
 
 
 def _preview(text: str, length: int = 60) -> str:
@@ -173,7 +173,7 @@ async def stats(ctx: Context, message: IncomingMessage, command: Command) -> Non
         subscriptions=len(subscriptions),
         delivered=await ctx.repos.deliveries.sent_total(),
     )
-    await reply(ctx, message.chat, text)
+    await answer(ctx, message, text)
 
 
 async def ban_command(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -190,7 +190,7 @@ async def _set_ban(ctx: Context, message: IncomingMessage, command: Command, ban
     number = letter_number(command.words[0]) if command.words else None
     letter = await ctx.repos.letters.get(number) if number is not None else None
     if letter is None:
-        await reply(ctx, message.chat, _("Which letter's sender? For example: {command}").format(
+        await answer(ctx, message, _("Which letter's sender? For example: {command}").format(
             command=command_text(ctx, message.chat.platform, ("ban" if banned else "unban") + " 12")))
         return
     sender = await ctx.repos.senders.get(letter.sender_id)
@@ -199,7 +199,7 @@ async def _set_ban(ctx: Context, message: IncomingMessage, command: Command, ban
         await ctx.repos.bans.unban(account_hash, letter.sender_id)
     elif account_hash is None:
         text = _("The sender of letter #{number} can't be banned: the bot no longer knows who wrote it.")
-        await reply(ctx, message.chat, text.format(number=letter.id))
+        await answer(ctx, message, text.format(number=letter.id))
         return
     else:
         await ctx.repos.bans.ban(account_hash, letter.sender_id, ctx.clock.now())
@@ -210,7 +210,7 @@ async def _set_ban(ctx: Context, message: IncomingMessage, command: Command, ban
         text = _("Sender {sender} (of letter #{number}) can no longer send letters.")
     else:
         text = _("Sender {sender} (of letter #{number}) can send letters again.")
-    await reply(ctx, message.chat, text.format(sender=letter.sender_id, number=letter.id))
+    await answer(ctx, message, text.format(sender=letter.sender_id, number=letter.id))
 
 
 async def help_moderators(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -227,4 +227,4 @@ async def help_moderators(ctx: Context, message: IncomingMessage, command: Comma
         "{p}history N: everything done to letter N\n"
         "{p}subscribers: who receives letters · {p}id: this chat's id"
     ).format(p=p)
-    await reply(ctx, message.chat, text)
+    await answer(ctx, message, text)

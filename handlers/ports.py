@@ -47,6 +47,8 @@ class Capability(enum.Enum):
     REACTIONS = "reactions"  # actions are reactions on the message (their symbols)
     PRESS_ANSWERS = "press answers"  # a press gets a private answer, seen by the one who pressed
     SCRUB_IN_PLACE = "scrub in place"  # a scrubbed message keeps its place (else it shows as deleted)
+    # Each letter tells its reader how to stop them (email: what a mailing list's reader expects to find).
+    SUBSCRIBER_FOOTER = "subscriber footer"
 
 
 class Transport(Protocol):
@@ -54,7 +56,7 @@ class Transport(Protocol):
 
     platform: str
     capabilities: frozenset[Capability]
-    command_prefix: str  # "/" on Telegram, "!" on Matrix
+    command_prefix: str  # "/" on Telegram, "!" on Matrix, "" on email (whose transport marks commands itself)
     max_text_length: int  # longest text of one message, in `text_length` units
     # The name commands are addressed to (`/approve@RelayBot`), where the network has that convention; else None.
     bot_username: str | None

@@ -11,10 +11,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from handlers.common import Command, command_text, gettext_for, reader_language, reply
-from handlers.context import Context
+from handlers.common import Command, answer, command_text, gettext_for, reader_language
+from handlers.context import DAY, Context
 from handlers.domain import LetterWithdrawn
 from handlers.events import IncomingMessage
+from handlers.subscriptions import REQUEST_DAYS
 from storage.letters import Decision
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ async def purge(ctx: Context) -> Purged:
     while batch := await ctx.repos.privacy.drop_replay_guards(now - max(window, MIN_REPLAY_GUARD_SECONDS)):
         guards += batch
         await asyncio.sleep(PAUSE_BETWEEN_BATCHES)
+    await ctx.repos.subscriptions.drop_requests(now - REQUEST_DAYS * DAY)
     purged = Purged(letters, accounts, guards)
     if purged.anything:
         await ctx.repos.db.checkpoint()
@@ -109,7 +111,7 @@ async def forget(ctx: Context, message: IncomingMessage, command: Command) -> No
             "moderators are withdrawn. Published letters stay public, but nothing connects them to you any more. "
             "A ban by the moderators stays. Send {command} to go ahead."
         ).format(command=confirm)
-        await reply(ctx, message.chat, text)
+        await answer(ctx, message, text)
         return
     platform, user_id = message.chat.platform, message.sender.user_id
     withdrawn = await _withdraw_pending(ctx, platform, user_id)
@@ -125,7 +127,7 @@ async def forget(ctx: Context, message: IncomingMessage, command: Command) -> No
         "If you write again, you will be a new sender to me.",
         len(withdrawn),
     ).format(count=len(withdrawn))
-    await reply(ctx, message.chat, text)
+    await answer(ctx, message, text)
 
 
 async def _withdraw_pending(ctx: Context, platform: str, user_id: str) -> list[int]:

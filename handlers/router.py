@@ -9,6 +9,7 @@ from handlers import editing, moderation, privacy, submission, subscriptions
 from handlers.common import Command, parse_command, refuse_outside
 from handlers.context import Context, Network
 from handlers.events import (
+    COMMAND,
     ENCRYPTED,
     UNDECRYPTABLE,
     ActionPressed,
@@ -32,8 +33,13 @@ PRIVATE: dict[str, CommandHandler] = {
     "forget": privacy.forget,
     "subscribe": subscriptions.subscribe_here,
     "unsubscribe": subscriptions.unsubscribe_here,
+    "yes": subscriptions.confirm,
     "id": subscriptions.chat_id,
 }
+
+# What changes something for the sender needs a sender the network vouches for; an email's From can be forged,
+# so these are done only for a mail that answers one of the bot's (`forget` alone only explains itself).
+NEEDS_PROOF = frozenset({"withdraw", "unsubscribe", "yes"})
 
 MODERATION_ROOM: dict[str, CommandHandler] = {
     "start": moderation.help_moderators,
@@ -90,7 +96,9 @@ async def _message(ctx: Context, message: IncomingMessage) -> None:
         return
     # Parsed before anything is looked up, so that chatter in a big room costs nothing.
     network = ctx.network(message.chat.platform)
-    command = parse_command(message.text, network.command_prefix, addressable=network.bot_username is not None)
+    command = None
+    if network.command_prefix or message.content_kind == COMMAND:
+        command = parse_command(message.text, network.command_prefix, addressable=network.bot_username is not None)
     if command is not None and command.addressee is not None and not _addressed_to(network, command):
         return  # `/cmd@otherbot`: for another bot
     if ctx.is_moderation_room(message.chat.platform, message.chat.chat_id):
@@ -112,6 +120,9 @@ async def _unreadable(ctx: Context, message: IncomingMessage) -> None:
 async def _private(ctx: Context, message: IncomingMessage, command: Command | None) -> None:
     """Only a known command is a command here: "!Basta ya" and "/ we are with you" are letters."""
     if command is not None and command.name in PRIVATE:
+        if not message.sender_proven and _needs_proof(command):
+            await submission.prove_first(ctx, message, command)
+            return
         await PRIVATE[command.name](ctx, message, command)
     elif command is not None and command.name in moderation.MODERATION_COMMANDS:
         await refuse_outside(ctx, message)
@@ -131,6 +142,10 @@ async def _moderation_room(ctx: Context, message: IncomingMessage, command: Comm
             return
     if await ctx.repos.state.first_time(message.chat.platform, message.event_id, ctx.clock.now()):
         await MODERATION_ROOM[command.name](ctx, message, command)
+
+
+def _needs_proof(command: Command) -> bool:
+    return command.name in NEEDS_PROOF or (command.name == "forget" and bool(command.args))
 
 
 def _addressed_to(network: Network, command: Command) -> bool:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 
 from handlers import cards, editing, privacy
-from handlers.common import Command, command_text, gettext_for, letter_number, reader_language, reply
+from handlers.common import Command, answer, command_text, gettext_for, letter_number, reader_language, reply
 from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
 from handlers.domain import LetterAnnounced, LetterWithdrawn
 from handlers.events import UNDECRYPTABLE, ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
@@ -41,7 +41,7 @@ async def start(ctx: Context, message: IncomingMessage, command: Command) -> Non
         "{help} shows everything I can do."
     ).format(help=help_command)
     keeps = privacy.keeps_sentence(ctx, reader_language(ctx, message), message.chat.platform)
-    await reply(ctx, message.chat, text + "\n" + keeps)
+    await answer(ctx, message, text + "\n" + keeps)
 
 
 async def help_private(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -56,13 +56,15 @@ async def help_private(ctx: Context, message: IncomingMessage, command: Command)
         "{p}id: show this chat's id."
     ).format(p=p)
     keeps = privacy.keeps_sentence(ctx, reader_language(ctx, message), message.chat.platform)
-    await reply(ctx, message.chat, text + "\n\n" + keeps)
+    await answer(ctx, message, text + "\n\n" + keeps)
 
 
 async def letter(ctx: Context, message: IncomingMessage) -> None:
     """A supporter's message in a private chat: checked against the limits, stored, then answered."""
     assert message.sender is not None
     _ = gettext_for(ctx, reader_language(ctx, message))
+    if message.left_out:
+        await _tell_left_out(ctx, message)
     if message.text is None:
         await _refuse(ctx, message, "not text",
                       _("I can only carry text letters for now: please write your letter as a message."))
@@ -87,12 +89,34 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
         await announce(ctx, stored.id)
 
 
+async def _tell_left_out(ctx: Context, message: IncomingMessage) -> None:
+    """Attachments of a mail, before media letters exist: the sender learns they did not travel."""
+    ngettext = ctx.texts.ngettext(reader_language(ctx, message))
+    count = len(message.left_out)
+    text = ngettext(
+        "Your message had {count} attachment; I can carry only the text of a letter for now, so it was not kept.",
+        "Your message had {count} attachments; I can carry only the text of a letter for now, so they were not "
+        "kept.",
+        count,
+    ).format(count=count)
+    await answer(ctx, message, text)
+
+
+async def prove_first(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    """A command that changes something, from a sender the network cannot vouch for (a mail's From can be forged):
+    done only once its sender answers this reply, which reaches the real owner of the address."""
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    typed = command_text(ctx, message.chat.platform, " ".join((command.name, command.args)).strip())
+    await answer(ctx, message, _("To make sure it is really you, reply to this message with “{command}”.").format(
+        command=typed))
+
+
 async def unreadable(ctx: Context, message: IncomingMessage) -> None:
     """An encrypted message the bot could not read. Keys that never came are answered every time (each such
     message was lost); a bot without encryption says so once an hour, like any refusal."""
     _ = gettext_for(ctx, reader_language(ctx, message))
     if message.content_kind == UNDECRYPTABLE:
-        await reply(ctx, message.chat, _("I could not decrypt your message. Please send it again."))
+        await answer(ctx, message, _("I could not decrypt your message. Please send it again."))
         return
     await _refuse(ctx, message, "encrypted", _(
         "This chat is end-to-end encrypted, and I cannot read encrypted messages. "
@@ -190,7 +214,7 @@ def _account(ctx: Context, message: IncomingMessage | MessageEdited | MessageDel
 async def _refuse(ctx: Context, message: IncomingMessage | MessageEdited, kind: str, text: str) -> None:
     """Answer a refused message, unless this sender got this refusal within the hour: a flood gets one answer."""
     if ctx.refusals.allow(_account(ctx, message), kind, ctx.clock.now()):
-        await reply(ctx, message.chat, text)
+        await answer(ctx, message, text)
 
 
 async def edited(ctx: Context, edit: MessageEdited) -> None:
@@ -288,20 +312,36 @@ async def announce(ctx: Context, letter_id: int) -> None:
         sender = await ctx.repos.senders.get(letter.sender_id)
         if sender is None:
             return  # forgotten between its arrival and now
-        await _send_receipt(ctx, sender, letter)
+        await _send_receipt(ctx, sender, letter, await first_message(ctx, letter.id))
         if letter.length > MAX_LETTER_LENGTH:
             await _refuse_oversized(ctx, sender, letter)
             return
         await ctx.events.publish(ctx, LetterAnnounced(letter))
 
 
-async def _send_receipt(ctx: Context, sender: Sender, letter: Letter) -> None:
-    _ = gettext_for(ctx, sender.language)
+async def first_message(ctx: Context, letter_id: int) -> str | None:
+    """The message a letter began with, which its receipt and notice answer (where networks thread answers)."""
+    parts = await ctx.repos.letters.part_ids(letter_id)
+    return parts[0][1] if parts else None
+
+
+def language_of(ctx: Context, sender: Sender, letter: Letter) -> str:
+    """The sender's language for the bot's own texts: their client's, else their letter's (email has no client
+    language, only what a mail says or is written in), else the default."""
+    if sender.language:
+        return sender.language
+    if letter.language != "und" and ctx.texts.is_language(letter.language):
+        return letter.language
+    return ctx.policy.default_language
+
+
+async def _send_receipt(ctx: Context, sender: Sender, letter: Letter, reply_to: str | None) -> None:
+    _ = gettext_for(ctx, language_of(ctx, sender, letter))
     text = _(
         "📨 Thank you! Your letter #{number} is with the moderators. I will tell you here when they decide.\n"
         "Changed your mind? {command}"
     ).format(number=letter.id, command=command_text(ctx, sender.platform, f"withdraw {letter.id}"))
-    await say(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text))
+    await say(ctx, sender.platform, OutgoingMessage(chat_id=sender.chat_id, text=text, reply_to=reply_to))
 
 
 async def _refuse_oversized(ctx: Context, sender: Sender, letter: Letter) -> None:
@@ -324,12 +364,12 @@ async def withdraw(ctx: Context, message: IncomingMessage, command: Command) -> 
     number = letter_number(command.words[0]) if len(command.words) == 1 else None
     if number is None:
         usage = command_text(ctx, message.chat.platform, "withdraw 12")
-        await reply(ctx, message.chat, _("Which letter? For example: {command}").format(command=usage))
+        await answer(ctx, message, _("Which letter? For example: {command}").format(command=usage))
         return
     letter = await ctx.repos.letters.get(number)
     sender = await ctx.repos.senders.find(message.chat.platform, message.sender.user_id)
     if letter is None or sender is None or letter.sender_id != sender.id:
-        await reply(ctx, message.chat, _("You have no letter #{number}.").format(number=number))
+        await answer(ctx, message, _("You have no letter #{number}.").format(number=number))
         return
     await _withdraw(ctx, message.chat, reader_language(ctx, message), number)
 

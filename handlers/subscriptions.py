@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from handlers import rooms
-from handlers.common import Command, command_text, gettext_for, reader_language, refuse_outside, reply
-from handlers.context import Context
+from handlers.common import Command, answer, command_text, gettext_for, reader_language, refuse_outside
+from handlers.context import DAY, Context
 from handlers.events import ChatKind, ChatRef, IncomingMessage, MembershipChanged, Role
 from handlers.outbox import end_subscription
 from storage.subscriptions import Subscription
+
+# How long a subscription waits for its confirmation.
+REQUEST_DAYS = 7
 
 
 async def chat_id(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -15,7 +18,7 @@ async def chat_id(ctx: Context, message: IncomingMessage, command: Command) -> N
     text = _("This chat's id: {chat_id}").format(chat_id=message.chat.chat_id)
     if message.sender is not None:
         text += "\n" + _("Your id: {user_id}").format(user_id=message.sender.user_id)
-    await reply(ctx, message.chat, text)
+    await answer(ctx, message, text)
 
 
 async def subscribe_here(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -24,12 +27,45 @@ async def subscribe_here(ctx: Context, message: IncomingMessage, command: Comman
         await refuse_outside(ctx, message)  # `subscribe CHAT LANG`: the moderators' form
         return
     if not await _may_change(ctx, message):
-        await reply(ctx, message.chat, _("Only an administrator of this chat can change its subscription."))
+        await answer(ctx, message, _("Only an administrator of this chat can change its subscription."))
         return
     language = (command.words[0] if command.words else ctx.policy.default_language).lower()
     if not ctx.texts.is_language(language):
         await _unknown_language(ctx, message, language)
         return
+    if not message.sender_proven:
+        await _ask_to_confirm(ctx, message, language)
+        return
+    await _subscribe(ctx, message, language)
+
+
+async def _ask_to_confirm(ctx: Context, message: IncomingMessage, language: str) -> None:
+    """Double opt-in: the subscription starts once the address's owner answers; nobody subscribes someone else."""
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    chat = message.chat
+    await ctx.repos.subscriptions.request(chat.platform, chat.chat_id, language, ctx.clock.now())
+    name = ctx.texts.language_name(language, reader_language(ctx, message))
+    text = _("Someone, probably you, asked for approved letters in {language} at this address. Reply to this "
+             "message with “{command}” to confirm. If it was not you, ignore this message: nothing will be sent.")
+    await answer(ctx, message, text.format(language=name, command=command_text(ctx, chat.platform, "yes")))
+
+
+async def confirm(ctx: Context, message: IncomingMessage, command: Command) -> None:
+    """`yes`, answering the confirmation of a subscription (the router has checked that it answers the bot)."""
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    chat = message.chat
+    since = ctx.clock.now() - REQUEST_DAYS * DAY
+    language = await ctx.repos.subscriptions.take_request(chat.platform, chat.chat_id, since)
+    if language is None:
+        example = command_text(ctx, chat.platform, "subscribe es")
+        await answer(ctx, message, _("There is nothing to confirm. To receive letters: {command}").format(
+            command=example))
+        return
+    await _subscribe(ctx, message, language)
+
+
+async def _subscribe(ctx: Context, message: IncomingMessage, language: str) -> None:
+    _ = gettext_for(ctx, reader_language(ctx, message))
     chat = message.chat
     await ctx.repos.subscriptions.subscribe(
         chat.platform, chat.chat_id, chat.kind.value, chat.title, language, ctx.clock.now()
@@ -40,7 +76,7 @@ async def subscribe_here(ctx: Context, message: IncomingMessage, command: Comman
         text = _("You will now receive approved letters in {language}. {command} stops them.")
     else:
         text = _("This chat now receives approved letters in {language}. {command} stops them.")
-    await reply(ctx, chat, text.format(language=name, command=stop))
+    await answer(ctx, message, text.format(language=name, command=stop))
 
 
 async def unsubscribe_here(ctx: Context, message: IncomingMessage, command: Command) -> None:
@@ -49,7 +85,7 @@ async def unsubscribe_here(ctx: Context, message: IncomingMessage, command: Comm
         await refuse_outside(ctx, message)  # `unsubscribe CHAT`: the moderators' form, never this chat's own
         return
     if not await _may_change(ctx, message):
-        await reply(ctx, message.chat, _("Only an administrator of this chat can change its subscription."))
+        await answer(ctx, message, _("Only an administrator of this chat can change its subscription."))
         return
     await _end(ctx, message, message.chat.platform, message.chat.chat_id)
 
@@ -67,7 +103,7 @@ async def _may_change(ctx: Context, message: IncomingMessage) -> bool:
 async def _unknown_language(ctx: Context, message: IncomingMessage, language: str) -> None:
     _ = gettext_for(ctx, reader_language(ctx, message))
     example = command_text(ctx, message.chat.platform, "subscribe es")
-    await reply(ctx, message.chat, _("“{language}” is not a language code I know. For example: {command}").format(
+    await answer(ctx, message, _("“{language}” is not a language code I know. For example: {command}").format(
         language=language, command=example))
 
 
@@ -75,11 +111,11 @@ async def _end(ctx: Context, message: IncomingMessage, platform: str, chat_id: s
     _ = gettext_for(ctx, reader_language(ctx, message))
     subscription = await ctx.repos.subscriptions.find(platform, chat_id)
     if subscription is None or not subscription.active:
-        await reply(ctx, message.chat, _("{chat} is not subscribed.").format(chat=chat_id))
+        await answer(ctx, message, _("{chat} is not subscribed.").format(chat=chat_id))
         return
     async with ctx.transaction():
         await end_subscription(ctx, subscription.id, "unsubscribed")
-        await reply(ctx, message.chat, _("{chat} no longer receives letters.").format(
+        await answer(ctx, message, _("{chat} no longer receives letters.").format(
             chat=subscription.title or chat_id))
 
 
@@ -94,7 +130,7 @@ async def subscribe_other(ctx: Context, message: IncomingMessage, command: Comma
     if len(command.words) != 2:
         example = command_text(ctx, message.chat.platform, "subscribe @channel es")
         usage = _("Name the chat and the language, for example: {command}").format(command=example)
-        await reply(ctx, message.chat, usage)
+        await answer(ctx, message, usage)
         return
     reference, language = command.words[0], command.words[1].lower()
     if not ctx.texts.is_language(language):
@@ -103,16 +139,16 @@ async def subscribe_other(ctx: Context, message: IncomingMessage, command: Comma
     target = await _resolve(ctx, reference)
     if target is None:
         not_found = _("I can't find {chat}. Add me to it first, then try again.").format(chat=reference)
-        await reply(ctx, message.chat, not_found)
+        await answer(ctx, message, not_found)
         return
     if not await ctx.network(target.platform).can_post(target.chat_id):
-        await reply(ctx, message.chat, _("I can't post in {chat}: make me able to send messages there first.").format(
+        await answer(ctx, message, _("I can't post in {chat}: make me able to send messages there first.").format(
             chat=target.title or reference))
         return
     await ctx.repos.subscriptions.subscribe(
         target.platform, target.chat_id, target.kind.value, target.title, language, ctx.clock.now()
     )
-    await reply(ctx, message.chat, _("{chat} now receives approved letters in {language}.").format(
+    await answer(ctx, message, _("{chat} now receives approved letters in {language}.").format(
         chat=target.title or reference, language=ctx.texts.language_name(language, ctx.moderation_language())))
 
 
@@ -127,7 +163,7 @@ async def unsubscribe_other(ctx: Context, message: IncomingMessage, command: Com
     _ = gettext_for(ctx, ctx.moderation_language())
     if len(command.words) != 1:
         example = command_text(ctx, message.chat.platform, "unsubscribe @channel")
-        await reply(ctx, message.chat, _("Name the chat, for example: {command}").format(command=example))
+        await answer(ctx, message, _("Name the chat, for example: {command}").format(command=example))
         return
     reference = command.words[0]
     target = await _resolve(ctx, reference)
@@ -139,7 +175,7 @@ async def subscribers(ctx: Context, message: IncomingMessage, command: Command) 
     _ = gettext_for(ctx, ctx.moderation_language())
     active = await ctx.repos.subscriptions.active()
     if not active:
-        await reply(ctx, message.chat, _("Nobody is subscribed yet."))
+        await answer(ctx, message, _("Nobody is subscribed yet."))
         return
     lines = [
         " · ".join((subscription.platform, subscription.kind, subscriber_name(ctx, subscription),
@@ -147,7 +183,7 @@ async def subscribers(ctx: Context, message: IncomingMessage, command: Command) 
         for subscription in active
     ]
     title = _("{count} active subscriptions:").format(count=len(active))
-    await reply(ctx, message.chat, "\n".join(lines), title=title)
+    await answer(ctx, message, "\n".join(lines), title=title)
 
 
 def subscriber_name(ctx: Context, subscription: Subscription) -> str:

@@ -128,6 +128,7 @@ async def _detach_accounts(db: Statements, sender_ids: list[int], decided_before
 async def _drop_personal_subscriptions(db: Statements, platform: str, chats: set[str]) -> int:
     dropped = 0
     for chat_id in sorted(chats):
+        await db.execute("DELETE FROM subscription_requests WHERE platform = ? AND chat_id = ?", (platform, chat_id))
         row = await db.fetchone(
             "SELECT id FROM subscriptions WHERE platform = ? AND chat_id = ? AND kind = 'private'", (platform, chat_id)
         )

@@ -46,6 +46,33 @@ class SubscriptionRepository:
         assert subscription is not None
         return subscription
 
+    async def request(self, platform: str, chat_id: str, language: str, at: float) -> None:
+        """A subscription waiting for its confirmation (the newest request's language wins)."""
+        await self.db.execute(
+            """INSERT INTO subscription_requests (platform, chat_id, language, asked_at) VALUES (?, ?, ?, ?)
+               ON CONFLICT (platform, chat_id)
+               DO UPDATE SET language = excluded.language, asked_at = excluded.asked_at""",
+            (platform, chat_id, language, at),
+        )
+
+    async def take_request(self, platform: str, chat_id: str, asked_since: float) -> str | None:
+        """The language of the chat's request made since `asked_since`, which is used up; None when there is none."""
+        async with self.db.transaction() as db:
+            row = await db.fetchone(
+                "SELECT language, asked_at FROM subscription_requests WHERE platform = ? AND chat_id = ?",
+                (platform, chat_id),
+            )
+            if row is None:
+                return None
+            await db.execute(
+                "DELETE FROM subscription_requests WHERE platform = ? AND chat_id = ?", (platform, chat_id)
+            )
+        return str(row["language"]) if row["asked_at"] >= asked_since else None
+
+    async def drop_requests(self, asked_before: float) -> int:
+        dropped = await self.db.execute("DELETE FROM subscription_requests WHERE asked_at < ?", (asked_before,))
+        return dropped.changed
+
     async def find(self, platform: str, chat_id: str) -> Subscription | None:
         row = await self.db.fetchone(
             "SELECT * FROM subscriptions WHERE platform = ? AND chat_id = ?", (platform, chat_id)

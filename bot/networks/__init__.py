@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.networks import matrix, telegram
+from bot.networks import email, matrix, telegram
 from bot.networks.base import Needs, NetworkModule
 
-NETWORKS: tuple[NetworkModule, ...] = (telegram.NETWORK, matrix.NETWORK)
+NETWORKS: tuple[NetworkModule, ...] = (telegram.NETWORK, matrix.NETWORK, email.NETWORK)
 
 __all__ = ["NETWORKS", "Needs", "NetworkModule", "by_name"]
 

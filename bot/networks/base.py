@@ -45,6 +45,7 @@ class NetworkModule(Protocol):
     moderator_account: tuple[re.Pattern[str], str]
     moderator_example: str  # "telegram:123456789"
     folders: tuple[str, ...]  # folders of its own in the data folder, kept private like the database
+    moderates: bool  # whether it can hold a moderation room (email cannot: it has no room)
 
     def owns(self, reference: str) -> bool:
         """Whether a chat reference a moderator typed (`subscribe REFERENCE es`) names one of its chats."""

@@ -46,6 +46,7 @@ class MatrixNetwork:
     moderator_account = (_USER, "a full Matrix ID like @mo:example.org")
     moderator_example = "matrix:@mo:example.org"
     folders = (STORE_FOLDER,)
+    moderates = True
 
     def owns(self, reference: str) -> bool:
         return owns(reference)

@@ -49,6 +49,7 @@ class TelegramNetwork:
     moderator_account = (re.compile(r"^\d{1,20}$"), "a numeric user id (the bot's /id shows it)")
     moderator_example = "telegram:123456789"
     folders = ()
+    moderates = True
 
     def owns(self, reference: str) -> bool:
         return owns(reference)

@@ -91,8 +91,17 @@ class Inbox:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(imap.logout(), 5)
 
-    async def new_messages(self) -> list[tuple[int, bytes]]:
-        """(UID, raw message) of each message not yet handled, oldest first; not flagged \\Seen by reading."""
+    @property
+    def connected(self) -> bool:
+        return self._imap is not None
+
+    def position_of(self, uid: int) -> str:
+        """Where a message is, as long as the mailbox keeps its UIDVALIDITY: "UIDVALIDITY:UID"."""
+        return f"{self._uidvalidity}:{uid}"
+
+    async def unhandled(self) -> list[int]:
+        """The UIDs of the messages not yet handled, oldest first (fetched one by one: a mailbox that waited a
+        week must not be read into memory at once)."""
         imap = self._connected()
         position = Position.decode(await self.state.get(STATE_KEY))
         if position is not None and position.uidvalidity == self._uidvalidity:
@@ -103,9 +112,13 @@ class Inbox:
             floor = 0
         # `n:*` always matches the highest UID, handled or not (RFC 3501 §6.4.8): the floor drops it.
         uids = sorted(int(word) for line in found.lines[:-1] for word in line.split() if word.isdigit())
+        return [uid for uid in uids if uid > floor]
+
+    async def new_messages(self) -> list[tuple[int, bytes]]:
+        """(UID, raw message) of each message not yet handled, oldest first; not flagged \\Seen by reading."""
         messages = []
-        for uid in (uid for uid in uids if uid > floor):
-            raw = await self._fetch(uid)
+        for uid in await self.unhandled():
+            raw = await self.fetch(uid)
             if raw is not None:
                 messages.append((uid, raw))
         return messages
@@ -132,7 +145,8 @@ class Inbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(idle, self.timeout)
 
-    async def _fetch(self, uid: int) -> bytes | None:
+    async def fetch(self, uid: int) -> bytes | None:
+        """The raw message, or None when it was expunged meanwhile."""
         response = await _ok(self._connected().uid("fetch", str(uid), "(UID BODY.PEEK[])"), "fetch")
         lines = response.lines
         for index, line in enumerate(lines[:-1]):

@@ -80,6 +80,8 @@ class Thread:
     message_id: str | None
     references: tuple[str, ...]
     subject: str = field(repr=False)
+    # Where the mailbox holds it ("UIDVALIDITY:UID"): tells apart two mails that lack a Message-ID.
+    position: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -88,6 +90,7 @@ class Thread:
                 "message_id": self.message_id,
                 "references": list(self.references),
                 "subject": self.subject,
+                "position": self.position,
             },
             ensure_ascii=False,
         )
@@ -100,6 +103,7 @@ class Thread:
             message_id=value.get("message_id"),
             references=tuple(str(ref) for ref in value.get("references", ())),
             subject=str(value.get("subject", "")),
+            position=str(value.get("position", "")),
         )
 
 
@@ -436,7 +440,8 @@ _COMMAND = re.compile(
     r"""[/!]?\s*(?:
         (?P<withdraw>withdraw)\s+\#?(?P<number>\d{1,12})
       | (?P<forget>forget)(?:\s+(?P<forget_yes>yes))?
-      | (?P<unsubscribe>unsubscribe)
+      | (?P<unsubscribe>unsubscribe)(?:\s+(?P<code>[0-9a-f]{8,64}))?
+      | (?P<help>help)
       | (?P<subscribe>subscribe)(?:\s+(?P<lang>[a-z]{2,3}(?:[-_][a-z0-9]{2,8})?))?
       | (?P<yes>yes)
     )[\s.!]*""",
@@ -466,7 +471,9 @@ def _command(line: str) -> tuple[str, str] | None:
     if match["forget"]:
         return ("forget", "yes" if match["forget_yes"] else "")
     if match["unsubscribe"]:
-        return ("unsubscribe", "")
+        return ("unsubscribe", (match["code"] or "").lower())
+    if match["help"]:
+        return ("help", "")
     if match["subscribe"]:
         return ("subscribe", (match["lang"] or "").lower().replace("_", "-"))
     return ("yes", "")
@@ -499,6 +506,13 @@ def reply(
     return msg
 
 
+def message_mail(bot_address: str, to_address: str, subject: str, text: str, language: str | None) -> EmailMessage:
+    """The bot's own message that answers no particular mail (a reply whose original is no longer known)."""
+    msg = _base(bot_address, to_address, subject, text, language)
+    msg["Auto-Submitted"] = "auto-replied"
+    return msg
+
+
 def letter_mail(
     bot_address: str,
     to_address: str,
@@ -506,6 +520,7 @@ def letter_mail(
     text: str,
     language: str | None,
     unsubscribe_mailto: str,
+    unsubscribe_subject: str = "unsubscribe",
 ) -> EmailMessage:
     """One letter to one subscriber: their address alone, so that no subscriber learns of another.
 
@@ -518,7 +533,8 @@ def letter_mail(
     msg["Precedence"] = "bulk"
     target = _addr_spec(unsubscribe_mailto)
     # RFC 6068: the address and the query are percent-encoded so that nothing in them can end the URI early.
-    msg["List-Unsubscribe"] = f"<mailto:{quote(target, safe='@')}?subject=unsubscribe>"
+    query = quote(_one_line(unsubscribe_subject), safe="")
+    msg["List-Unsubscribe"] = f"<mailto:{quote(target, safe='@')}?subject={query}>"
     return msg
 
 

@@ -1,0 +1,352 @@
+"""Email as a network: the bot's mailbox read over IMAP, its answers and letters sent over SMTP.
+
+A chat is an address, and so is its one person: every mail from an address is that address's private chat.
+Mail from machines (auto-replies, bounces, lists) never reaches the handlers, so the bot never answers one and no
+two robots write to each other for ever.
+
+A mail's From line can be written by anyone. What proves an address is its mailbox: every mail the bot sends to
+an address has a Message-ID that carries a keyed code for that address, and a mail whose References name one is
+`sender_proven`: its writer has read the bot's mail there. So is an `unsubscribe CODE` subject from a letter's
+List-Unsubscribe link, whose code is the address's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from bot.networks.base import KeyValue
+from bot.networks.email_settings import EmailSettings
+from bot.transports.email_inbox import Inbox
+from bot.transports.email_message import (
+    IncomingMail,
+    Thread,
+    command_of,
+    letter_mail,
+    letter_text,
+    message_mail,
+    parse,
+    reply,
+)
+from bot.transports.email_sender import MailSender
+from handlers.events import COMMAND, ChatKind, ChatRef, IncomingMessage, OutgoingMessage, RemoteRef, Role, UserRef
+from handlers.ports import Capability, DeliveryError, Dispatch
+
+log = logging.getLogger(__name__)
+
+KEY_STATE = "email.proof-key"
+# Answers to one address (not letters to subscribers) within an hour: past this, a flood of mail forged in
+# someone's name would have the bot flood them back.
+ANSWERS_PER_HOUR = 20
+HOUR = 3600.0
+# How long a stop waits for the mail being handled; its UID is not marked handled, so it comes again otherwise.
+STOP_SECONDS = 10.0
+RECONNECT_SECONDS = (1.0, 5.0, 30.0, 120.0, 300.0)
+SUBJECT_LENGTH = 70
+_OWN_ID = re.compile(r"<([0-9a-f]{16})\.([0-9a-f]{16})@[^<>\s]+>")
+NOT_TEXT = "not text"  # IncomingMessage.content_kind of a mail with no text to read (too large, malformed)
+
+
+class MailProof:
+    """Keyed codes that only the bot can make: in the Message-IDs it sends to an address, and in its
+    List-Unsubscribe links. No table: the code is checked by making it again."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def message_id(self, address: str, domain: str, seed: str | None = None) -> str:
+        """A Message-ID for a mail to `address`; the same `seed` (a retried send) gives the same one, so that a
+        mail the server took before a timeout and is sent again shows once in clients that merge by id."""
+        token = self._code("seed", seed)[:16] if seed else secrets.token_hex(8)
+        return f"<{token}.{self._code('answer', address, token)[:16]}@{domain}>"
+
+    def answers(self, address: str, references: tuple[str, ...]) -> bool:
+        """Whether the mail names, as the one it answers, a mail the bot sent to this very address."""
+        for reference in references:
+            match = _OWN_ID.fullmatch(reference)
+            if match and hmac.compare_digest(match[2], self._code("answer", address, match[1])[:16]):
+                return True
+        return False
+
+    def unsubscribe_code(self, address: str) -> str:
+        return self._code("unsubscribe", address)[:16]
+
+    def _code(self, purpose: str, *parts: str) -> str:
+        return hmac.new(self.key, "\n".join((purpose, *parts)).encode(), hashlib.sha256).hexdigest()
+
+
+class AnswerLimit:
+    """At most `per_hour` answers to one address in any hour (in memory: a restart forgets, which is fine)."""
+
+    def __init__(self, per_hour: int = ANSWERS_PER_HOUR, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_hour = per_hour
+        self.clock = clock
+        self._sent: dict[str, deque[float]] = {}
+
+    def take(self, address: str) -> bool:
+        now = self.clock()
+        sent = self._sent.setdefault(address, deque())
+        while sent and sent[0] <= now - HOUR:
+            sent.popleft()
+        if len(sent) >= self.per_hour:
+            return False
+        sent.append(now)
+        return True
+
+
+class EmailTransport:
+    platform = "email"
+    capabilities = frozenset({Capability.SUBSCRIBER_FOOTER})
+    command_prefix = ""  # a command is a subject or a first line; the transport marks it COMMAND
+    max_text_length = 1_000_000  # a mail has no length limit of its own; the letters' own limit applies
+    bot_username = None
+
+    def __init__(self, settings: EmailSettings, state: KeyValue, tls: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.state = state
+        self.tls = tls
+        self.inbox = Inbox(settings.imap, settings.user, settings.password, state, tls=tls)
+        self.sender = MailSender(settings.smtp, settings.user, settings.password, settings.address, tls=tls)
+        self.answers = AnswerLimit()
+        self.proof: MailProof | None = None
+        self._dispatch: Dispatch | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._waiting = False  # between mails (IDLE or a pause), where a stop may interrupt at once
+
+    def text_length(self, text: str) -> int:
+        return len(text)
+
+    # --- receiving ------------------------------------------------------------------------------------------
+
+    async def start(self, dispatch: Dispatch) -> None:
+        self.proof = MailProof(await self._key())
+        await self.inbox.connect()  # a wrong login or mailbox stops the start with its reason
+        self._dispatch = dispatch
+        self._reading = asyncio.create_task(self._read())
+
+    async def _key(self) -> bytes:
+        stored = await self.state.get(KEY_STATE)
+        if stored is None:
+            stored = secrets.token_hex(32)
+            await self.state.put(KEY_STATE, stored)
+        return bytes.fromhex(stored)
+
+    async def _read(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                if not self.inbox.connected:
+                    await self.inbox.connect()
+                for uid in await self.inbox.unhandled():
+                    if self._stopping:
+                        return
+                    await self._take(uid)
+                failures = 0
+                await self._wait_for_mail()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # The server's words can quote the login: only the kind of failure is logged.
+                delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
+                failures += 1
+                log.warning("email: reading the mailbox failed (%s); trying again in %.0f s", type(error).__name__,
+                            delay)
+                await self.inbox.close()
+                await self._pause(delay)
+
+    async def _take(self, uid: int) -> None:
+        raw = await self.inbox.fetch(uid)
+        event = self.event_of(raw, self.inbox.position_of(uid)) if raw is not None else None
+        if event is not None:
+            assert self._dispatch is not None
+            await self._dispatch(event)
+        await self.inbox.handled(uid)
+
+    async def _wait_for_mail(self) -> None:
+        self._waiting = True
+        try:
+            await self.inbox.wait_for_mail()
+        finally:
+            self._waiting = False
+
+    async def _pause(self, seconds: float) -> None:
+        self._waiting = True
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._waiting = False
+
+    def event_of(self, raw: bytes, position: str) -> IncomingMessage | None:
+        """A mail as the handlers see it, or None for one nobody should answer."""
+        mail = parse(raw)
+        if mail.automatic is not None:
+            log.info("email: a mail sent by a machine (%s) was left unanswered", mail.automatic)
+            return None
+        if mail.sender is None or mail.thread is None:
+            log.info("email: a mail without a sender's address was left unanswered (%s)", mail.unreadable)
+            return None
+        if mail.sender.lower() == self.settings.address.lower():
+            return None  # the bot's own mail, come back: never a letter, never answered
+        return self._message(mail, replace(mail.thread, position=position))
+
+    def _message(self, mail: IncomingMail, thread: Thread) -> IncomingMessage:
+        assert mail.sender is not None and self.proof is not None
+        address = mail.sender
+        proven = self.proof.answers(address, mail.references)
+        command = command_of(mail)
+        kind = "text"
+        if command is not None:
+            name, args = command
+            if name == "unsubscribe":
+                # The code of a letter's List-Unsubscribe link proves the address, and is no argument.
+                proven = proven or hmac.compare_digest(args, self.proof.unsubscribe_code(address))
+                args = ""
+            text: str | None = f"{name} {args}".strip()
+            kind = COMMAND
+        elif mail.unreadable is not None:
+            text, kind = None, NOT_TEXT
+        else:
+            text = letter_text(mail)
+            if not text.strip() and mail.attachments:
+                text, kind = None, NOT_TEXT
+        return IncomingMessage(
+            event_id=f"mail {thread.position}",
+            chat=ChatRef(self.platform, address, ChatKind.PRIVATE),
+            sender=UserRef(self.platform, address, display_name="", language=mail.language),
+            text=text,
+            message_id=thread.to_json(),
+            received_at=time.time(),
+            content_kind=kind,
+            length=len(text or ""),
+            sender_proven=proven,
+            left_out=mail.attachments if command is None else (),
+        )
+
+    async def stop_receiving(self) -> None:
+        self._stopping = True
+        reading = self._reading
+        if reading is None:
+            return
+        if self._waiting:
+            reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+            await asyncio.wait_for(reading, STOP_SECONDS)
+
+    async def stop(self) -> None:
+        await self.stop_receiving()
+        await self.inbox.close()
+
+    # --- sending --------------------------------------------------------------------------------------------
+
+    async def send(self, message: OutgoingMessage) -> RemoteRef:
+        recipient = message.chat_id
+        if not message.broadcast and not self.answers.take(recipient):
+            raise DeliveryError(f"more than {ANSWERS_PER_HOUR} answers to one address within the hour",
+                                retryable=False)
+        mail = self.compose(message)
+        await self.sender.send(mail, recipient)
+        return RemoteRef(self.platform, recipient, str(mail["Message-ID"]))
+
+    def compose(self, message: OutgoingMessage) -> EmailMessage:
+        assert self.proof is not None, "the transport has not started"
+        bot, to = self.settings.address, message.chat_id
+        body = "\n\n".join(part for part in (message.text, message.footer) if part)
+        thread = _thread_of(message.reply_to)
+        if message.broadcast:
+            code = self.proof.unsubscribe_code(to)
+            mail = letter_mail(bot, to, message.title or _subject_of(message.text), body, None, bot,
+                               unsubscribe_subject=f"unsubscribe {code}")
+        elif thread is not None:
+            # The answer goes to the chat's address whatever the stored thread says.
+            text = "\n\n".join(part for part in (message.title, body) if part)
+            mail = reply(replace(thread, to=to), bot, text, None, subject=message.title)
+        else:
+            mail = message_mail(bot, to, message.title or _subject_of(message.text), body, None)
+        del mail["Message-ID"]
+        mail["Message-ID"] = self.proof.message_id(to, self.settings.domain, message.idempotency_key)
+        return mail
+
+    async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        # Nothing the bot sends by mail is ever edited (cards and progress live in the moderation rooms).
+        raise DeliveryError("a sent mail cannot be changed", retryable=False)
+
+    async def scrub(self, ref: RemoteRef, message: OutgoingMessage) -> None:
+        raise DeliveryError("a sent mail cannot be changed", retryable=False)
+
+    # --- the chat directory: an address is its own person's chat ------------------------------------------------
+
+    async def role_of(self, chat_id: str, user_id: str) -> Role:
+        return Role.ADMIN if chat_id == user_id else Role.OUTSIDER
+
+    def owns(self, reference: str) -> bool:
+        return False  # moderators cannot subscribe an address: only its owner can, by confirming
+
+    async def resolve_chat(self, reference: str) -> ChatRef | None:
+        return None
+
+    async def can_post(self, chat_id: str) -> bool:
+        return True
+
+    async def leave(self, chat_id: str) -> None:
+        return None
+
+    async def answer_press(self, token: str | None, text: str) -> None:
+        return None
+
+    # --- `--check` -----------------------------------------------------------------------------------------------
+
+    async def check(self) -> list[str]:
+        problems = []
+        imap, smtp = self.settings.imap, self.settings.smtp
+        try:
+            await self.inbox.connect()
+            print(f"email: IMAP {imap.host}:{imap.port} ({imap.security}): logged in, mailbox {imap.mailbox!r} open")
+        except Exception as error:
+            problems.append(f"email: IMAP {imap.host}:{imap.port}: {type(error).__name__}: {error}")
+        finally:
+            await self.inbox.close()
+        try:
+            await self._smtp_login()
+            print(f"email: SMTP {smtp.host}:{smtp.port} ({smtp.security}): logged in")
+        except Exception as error:
+            problems.append(f"email: SMTP {smtp.host}:{smtp.port}: {type(error).__name__}: {error}")
+        return problems
+
+    async def _smtp_login(self) -> None:
+        server = self.settings.smtp
+        client = aiosmtplib.SMTP(
+            hostname=server.host, port=server.port, use_tls=server.security == "tls",
+            start_tls=server.security == "starttls",
+            tls_context=self.sender.tls if server.security != "plain" else None, timeout=30,
+        )
+        async with client:
+            await client.login(self.settings.user, self.settings.password)
+
+
+def _thread_of(reply_to: str | None) -> Thread | None:
+    """The mail an answer belongs to, from the message id the handlers kept (another network's id: none)."""
+    if not reply_to or not reply_to.startswith("{"):
+        return None
+    try:
+        return Thread.from_json(reply_to)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _subject_of(text: str) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first if len(first) <= SUBJECT_LENGTH else first[: SUBJECT_LENGTH - 1].rstrip() + "…"
