@@ -191,12 +191,14 @@ def configure(settings: Settings, handlers: Iterable[logging.Handler]) -> tuple[
 
     Returns the filter and a function that undoes all of it (tests run the bot inside their own process).
     """
-    root, httpx = logging.getLogger(), logging.getLogger("httpx")
-    old_levels = (root.level, httpx.level)
+    root, httpx, imap = logging.getLogger(), logging.getLogger("httpx"), logging.getLogger("aioimaplib")
+    old_levels = (root.level, httpx.level, imap.level)
     level = logging.getLevelName(settings.log_level)
     root.setLevel(level)
     # httpx logs every request URL at INFO, and Bot API URLs contain the token: redacted, but noise.
     httpx.setLevel(logging.WARNING)
+    # aioimaplib logs the whole IMAP conversation at DEBUG: every mail as it was read, sender and letter.
+    imap.setLevel(max(level, logging.INFO))
     redacting, detail = RedactingFilter(secrets_of(settings)), LibraryDetail(level)
     handlers = list(handlers)
     for handler in handlers:
@@ -206,6 +208,7 @@ def configure(settings: Settings, handlers: Iterable[logging.Handler]) -> tuple[
     def restore() -> None:
         root.setLevel(old_levels[0])
         httpx.setLevel(old_levels[1])
+        imap.setLevel(old_levels[2])
         for handler in handlers:
             handler.removeFilter(detail)
             handler.removeFilter(redacting)

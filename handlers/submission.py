@@ -63,8 +63,6 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
     """A supporter's message in a private chat: checked against the limits, stored, then answered."""
     assert message.sender is not None
     _ = gettext_for(ctx, reader_language(ctx, message))
-    if message.left_out:
-        await _tell_left_out(ctx, message)
     if message.text is None:
         await _refuse(ctx, message, "not text",
                       _("I can only carry text letters for now: please write your letter as a message."))
@@ -81,6 +79,8 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
         if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
             return  # the same platform message again (a replayed update): it is stored already
         stored = await _store(ctx, message, _part(message, text))
+        if stored is not None and message.left_out:
+            await _tell_left_out(ctx, message)  # once, with the letter: a mail handed over again is not told again
     if stored is None:
         return
     if _may_grow(ctx, stored, message):

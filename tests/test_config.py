@@ -106,3 +106,31 @@ def test_matrix_encryption_is_on_unless_turned_off() -> None:
     on = Settings.from_env(matrix).section("matrix")
     off = Settings.from_env({**matrix, "MATRIX_ENCRYPTION": "false"}).section("matrix")
     assert on is not None and on.encryption and off is not None and not off.encryption
+
+
+EMAIL = {
+    "EMAIL_ADDRESS": "letters@collective.example", "EMAIL_IMAP_URL": "imaps://imap.collective.example/INBOX",
+    "EMAIL_SMTP_URL": "smtps://smtp.collective.example", "EMAIL_USER": "letters", "EMAIL_PASSWORD": "mail-secret-77",
+}
+
+
+def test_an_email_only_bot_is_refused_in_one_line_saying_a_moderation_room_is_needed(tmp_path: Path) -> None:
+    result = run_bot(EMAIL, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "TELEGRAM_TOKEN: not set" in line and "MATRIX_HOMESERVER" in line and "moderation room" in line
+    assert "mail-secret-77" not in result.stderr
+
+
+def test_email_beside_telegram_is_a_third_network_whose_password_stays_out_of_the_repr() -> None:
+    settings = Settings.from_env({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", **EMAIL})
+    assert list(settings.networks) == ["telegram", "email"]
+    assert settings.networks["email"].smtp.security == "tls" and settings.networks["email"].per_second == 5.0
+    assert "mail-secret-77" not in repr(settings)
+
+
+def test_moderators_cannot_be_email_addresses() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", **EMAIL,
+                           "MODERATORS": "email:mo@collective.example"})
+    assert raised.value.setting == "MODERATORS" and "telegram:" in str(raised.value)

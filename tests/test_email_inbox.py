@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import imaplib
+import time
 from email.message import EmailMessage
 
 from bot.networks.email_settings import MailServer
@@ -115,5 +117,36 @@ async def test_starttls_with_a_certificate_not_trusted_never_logs_in(mail_system
         raise AssertionError("an untrusted certificate was accepted")
     except Exception as error:
         assert "starttls" in str(error)
+    finally:
+        await inbox.close()
+
+
+def subjects(mail: MailSystem, bot) -> list[str]:
+    return [str(message["Subject"]) for message in mail.inbox(bot)]
+
+
+async def test_handled_mail_past_the_window_is_deleted_and_nothing_else(mail_system: MailSystem) -> None:
+    bot = mail_system.add_user(fresh_local("relay"))
+    forty_days_ago = time.time() - 40 * 86400
+    with mail_system.imap(bot) as client:  # mail that arrived long ago keeps its arrival date (INTERNALDATE)
+        for subject, arrived in (("old handled", forty_days_ago), ("old not handled", forty_days_ago),
+                                 ("new handled", time.time())):
+            message = letter("ana@relay.test", bot.address, subject)
+            message.replace_header("Subject", subject)
+            client.append("INBOX", None, imaplib.Time2Internaldate(arrived), message.as_bytes())
+    state = MemoryState()
+    inbox = inbox_of(mail_system, bot, state)
+    await inbox.connect()
+    try:
+        uids = await inbox.unhandled()
+        await inbox.handled(uids[0])  # the second is still to be handled when the window ends
+        cutoff = datetime.date.today() - datetime.timedelta(days=30)
+        assert await inbox.delete_handled(cutoff) == 1
+        assert subjects(mail_system, bot) == ["old not handled", "new handled"]
+        for uid in uids[1:]:
+            await inbox.handled(uid)
+        assert await inbox.delete_handled(cutoff) == 1
+        assert subjects(mail_system, bot) == ["new handled"]
+        assert await inbox.unhandled() == []  # deleting moved nothing: what was handled stays handled
     finally:
         await inbox.close()

@@ -469,10 +469,10 @@ def test_an_inline_quote_is_kept() -> None:
 # --- what the mail says ------------------------------------------------------------------------------------------
 
 
-def _mail(subject: str = "", text: str = "") -> em.IncomingMail:
+def _mail(subject: str = "", text: str = "", references: tuple[str, ...] = ()) -> em.IncomingMail:
     return em.IncomingMail(
         message_id=None,
-        references=(),
+        references=references,
         sender="a@b.example",
         return_path=None,
         subject=subject,
@@ -507,10 +507,19 @@ def test_a_subject_repeated_as_first_line_is_not_doubled() -> None:
         ("", "yes, I stand with you all", None),
         ("Subscribe to hope", "We stand with you", None),
         ("withdraw", "Please take my letter back", None),
+        ("", "withdraw 12\n-- \nAna\nSent from my phone", ("withdraw", "12")),  # a signature may follow
+        ("Help", "Dear friends,\nwe write from Lyon.\nYou are in our thoughts.\nStay strong.\nL.", None),
+        ("Yes!", "We stand with you, all of us, every day, and we will until you are free: " * 3, None),
     ],
 )
 def test_commands(subject: str, text: str, command: tuple[str, str] | None) -> None:
-    assert command_of(_mail(subject, text)) == command
+    """In a reply (References): a confirmation answers the bot's mail, so `yes` is a command only there."""
+    assert command_of(_mail(subject, text, references=("<q@relay.example>",))) == command
+
+
+def test_yes_in_a_mail_that_answers_nothing_is_no_confirmation() -> None:
+    assert command_of(_mail("Re: subscribe es", "Yes!")) == ("subscribe", "es")  # asked again, not confirmed
+    assert command_of(_mail("", "yes.")) is None  # a letter
 
 
 def test_a_gmail_yes_under_the_quote_is_a_confirmation() -> None:

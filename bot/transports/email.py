@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import hmac
 import logging
@@ -56,6 +57,8 @@ HOUR = 3600.0
 STOP_SECONDS = 10.0
 RECONNECT_SECONDS = (1.0, 5.0, 30.0, 120.0, 300.0)
 SUBJECT_LENGTH = 70
+SWEEP_SECONDS = 3600.0  # how often handled mail past the retention window is looked for
+DAY = 86400.0
 _OWN_ID = re.compile(r"<([0-9a-f]{16})\.([0-9a-f]{16})@[^<>\s]+>")
 NOT_TEXT = "not text"  # IncomingMessage.content_kind of a mail with no text to read (too large, malformed)
 
@@ -114,8 +117,11 @@ class EmailTransport:
     max_text_length = 1_000_000  # a mail has no length limit of its own; the letters' own limit applies
     bot_username = None
 
-    def __init__(self, settings: EmailSettings, state: KeyValue, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, settings: EmailSettings, state: KeyValue, tls: ssl.SSLContext | None = None, keep_days: float = 30.0,
+    ) -> None:
         self.settings = settings
+        self.keep_days = max(keep_days, 1.0)  # IMAP knows a mail's day of arrival, not its hour
         self.state = state
         self.tls = tls
         self.inbox = Inbox(settings.imap, settings.user, settings.password, state, tls=tls)
@@ -126,6 +132,7 @@ class EmailTransport:
         self._reading: asyncio.Task[None] | None = None
         self._stopping = False
         self._waiting = False  # between mails (IDLE or a pause), where a stop may interrupt at once
+        self._swept_at = float("-inf")
 
     def text_length(self, text: str) -> int:
         return len(text)
@@ -155,6 +162,7 @@ class EmailTransport:
                     if self._stopping:
                         return
                     await self._take(uid)
+                await self._sweep()
                 failures = 0
                 await self._wait_for_mail()
             except asyncio.CancelledError:
@@ -175,6 +183,17 @@ class EmailTransport:
             assert self._dispatch is not None
             await self._dispatch(event)
         await self.inbox.handled(uid)
+
+    async def _sweep(self) -> None:
+        """Handled mail goes from the mailbox once the retention window is over: the database forgets who wrote
+        a letter, and the mailbox must not remember it for years."""
+        if time.monotonic() - self._swept_at < SWEEP_SECONDS:
+            return
+        self._swept_at = time.monotonic()
+        arrived_before = datetime.date.fromtimestamp(time.time() - self.keep_days * DAY)
+        deleted = await self.inbox.delete_handled(arrived_before)
+        if deleted:
+            log.info("email: %d handled mail(s) older than %g days deleted from the mailbox", deleted, self.keep_days)
 
     async def _wait_for_mail(self) -> None:
         self._waiting = True
@@ -219,10 +238,10 @@ class EmailTransport:
             kind = COMMAND
         elif mail.unreadable is not None:
             text, kind = None, NOT_TEXT
+        elif not mail.text.strip() and mail.attachments:
+            text, kind = None, NOT_TEXT  # the attachment was the letter: a subject alone is no letter of it
         else:
             text = letter_text(mail)
-            if not text.strip() and mail.attachments:
-                text, kind = None, NOT_TEXT
         return IncomingMessage(
             event_id=f"mail {thread.position}",
             chat=ChatRef(self.platform, address, ChatKind.PRIVATE),
@@ -233,7 +252,7 @@ class EmailTransport:
             content_kind=kind,
             length=len(text or ""),
             sender_proven=proven,
-            left_out=mail.attachments if command is None else (),
+            left_out=mail.attachments if kind == "text" else (),
         )
 
     async def stop_receiving(self) -> None:

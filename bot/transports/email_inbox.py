@@ -1,5 +1,6 @@
 """The bot's mailbox over IMAP (aioimaplib): every message handed over once across restarts, flagged \\Seen once it
-was handled, and left in place. TLS from the first byte (imaps), or STARTTLS, or plain to a loopback host only.
+was handled, and left in place until the retention window is over. TLS from the first byte (imaps), or STARTTLS,
+or plain to a loopback host only.
 
 Which messages were handled is kept as the mailbox's UIDVALIDITY and the last UID handled (RFC 3501 §2.3.1.1): UIDs
 only grow while UIDVALIDITY stays the same; when the server changes it (a rebuilt mailbox), the old UIDs mean
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import re
 import ssl
 from dataclasses import dataclass
@@ -129,6 +131,25 @@ class Inbox:
         await _ok(imap.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "store")
         await self.state.put(STATE_KEY, Position(self._uidvalidity, uid).encode())
 
+    async def delete_handled(self, arrived_before: datetime.date) -> int:
+        """Delete the handled messages that arrived before that day (IMAP dates have no time); returns how many."""
+        imap = self._connected()
+        position = Position.decode(await self.state.get(STATE_KEY))
+        if position is None or position.uidvalidity != self._uidvalidity:
+            return 0
+        found = await _ok(imap.uid_search(f"UID 1:{position.last_uid} BEFORE {_imap_date(arrived_before)}"),
+                          "search")
+        uids = [int(word) for line in found.lines[:-1] for word in line.split() if word.isdigit()]
+        if not uids:
+            return 0
+        numbers = ",".join(str(uid) for uid in uids)
+        await _ok(imap.uid("store", numbers, "+FLAGS.SILENT", r"(\Deleted)"), "store")
+        if "UIDPLUS" in imap.protocol.capabilities:
+            await _ok(imap.uid("expunge", numbers), "expunge")
+        else:
+            await _ok(imap.expunge(), "expunge")  # a mailbox of the bot's own: nothing else is marked deleted
+        return len(uids)
+
     async def wait_for_mail(self) -> None:
         """Until the server says something changed (IDLE), or a while has passed (polling)."""
         imap = self._connected()
@@ -177,6 +198,14 @@ async def _starttls(imap: aioimaplib.IMAP4, host: str, context: ssl.SSLContext, 
         raise MailboxError(f"starttls: {type(error).__name__}") from error
     # What the server said before TLS may have been changed by someone on the way: ask again (RFC 3501 §6.2.1).
     await protocol.capability()
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _imap_date(day: datetime.date) -> str:
+    """RFC 3501's date: 1-Feb-2026, with English month names whatever the locale."""
+    return f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"
 
 
 def _drop(imap: aioimaplib.IMAP4) -> None:

@@ -30,6 +30,9 @@ MAX_RAW_BYTES = 30 * 1024 * 1024
 MAX_TEXT_CHARS = 100_000
 # A thread's References grow with every reply; RFC 5322 allows trimming, keeping the first (the thread's root).
 MAX_REFERENCES = 10
+# What may follow a command in its mail: a signature fits, a letter does not.
+COMMAND_TAIL_LINES = 3
+COMMAND_TAIL_CHARS = 200
 
 # `automatic` reasons: the mail was sent by a machine, so it is never a letter and never answered (RFC 3834).
 AUTO_SUBMITTED = "auto-submitted"
@@ -452,14 +455,24 @@ _COMMAND = re.compile(
 def command_of(mail: IncomingMail) -> tuple[str, str] | None:
     """(command, args) when the mail is a command rather than a letter.
 
-    The text's first line comes first: answering the bot's "Re: subscribe es" with "yes" is a confirmation.
+    The text's first line comes first: answering the bot's "Re: subscribe es" with "yes" is a confirmation. A
+    command is a mail of its own: with more than a short signature after it, the mail is a letter ("Help!" over
+    a page of text), and `yes` counts only in a reply (a confirmation always is one).
     """
-    first = next((line.strip() for line in mail.text.split("\n") if line.strip()), "")
-    for candidate in (first, strip_prefixes(_one_line(mail.subject))):
+    lines = [line.strip() for line in _normalise_newlines(mail.text).split("\n") if line.strip()]
+    candidates = [(lines[0], lines[1:])] if lines else []
+    candidates.append((strip_prefixes(_one_line(mail.subject)), lines))
+    for candidate, rest in candidates:
         found = _command(candidate)
-        if found is not None:
-            return found
+        if found is None or not _short(rest) or (found[0] == "yes" and not mail.references):
+            continue
+        return found
     return None
+
+
+def _short(lines: list[str]) -> bool:
+    """Room for a signature ("-- ", a name, "Sent from my phone"), not for a letter."""
+    return len(lines) <= COMMAND_TAIL_LINES and sum(len(line) for line in lines) <= COMMAND_TAIL_CHARS
 
 
 def _command(line: str) -> tuple[str, str] | None:
