@@ -103,6 +103,11 @@ class ChatDirectory(Protocol):
         """Acknowledge a button press with a short notice only the presser sees (Capability.PRESS_ANSWERS)."""
         ...
 
+    async def forget_chat(self, chat_id: str) -> None:
+        """`forget`: delete what the network keeps of a person's private chat where the bot can (email: their mail
+        in the bot's mailbox); nothing where it cannot (Telegram and Matrix keep the chat on their servers)."""
+        ...
+
 
 class TranslationError(Exception):
     """A translation that failed; `permanent` when retrying the same request cannot succeed."""

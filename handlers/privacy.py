@@ -117,6 +117,7 @@ async def forget(ctx: Context, message: IncomingMessage, command: Command) -> No
     withdrawn = await _withdraw_pending(ctx, platform, user_id)
     forgotten = await ctx.repos.privacy.forget(platform, user_id, ctx.clock.now())
     await ctx.repos.db.checkpoint()
+    await _forget_chat(ctx, message)
     log.info("forget: an account was forgotten (%d letter(s) unlinked, %d withdrawn)", forgotten.letters,
              len(withdrawn))
     ngettext = ctx.texts.ngettext(reader_language(ctx, message))
@@ -128,6 +129,15 @@ async def forget(ctx: Context, message: IncomingMessage, command: Command) -> No
         len(withdrawn),
     ).format(count=len(withdrawn))
     await answer(ctx, message, text)
+
+
+async def _forget_chat(ctx: Context, message: IncomingMessage) -> None:
+    try:
+        await ctx.network(message.chat.platform).forget_chat(message.chat.chat_id)
+    except Exception as error:
+        # The database has forgotten; what the network keeps goes with the retention window instead.
+        log.warning("forget: the network's copy could not be deleted now (%s); it goes at the end of the "
+                    "retention window", type(error).__name__)
 
 
 async def _withdraw_pending(ctx: Context, platform: str, user_id: str) -> list[int]:

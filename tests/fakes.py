@@ -48,6 +48,7 @@ class FakeNetwork:
         self.failing: dict[str, list[DeliveryError]] = {}  # raised by the next sends into a chat, in order
         self.press_answers: list[tuple[str | None, str]] = []
         self.left: list[str] = []
+        self.forgotten: list[str] = []  # private chats whose traces `forget` asked the network to delete
         self._ids = itertools.count(1)
 
     def text_length(self, text: str) -> int:
@@ -106,6 +107,9 @@ class FakeNetwork:
 
     async def can_post(self, chat_id: str) -> bool:
         return chat_id not in self.gone
+
+    async def forget_chat(self, chat_id: str) -> None:
+        self.forgotten.append(chat_id)
 
     async def leave(self, chat_id: str) -> None:
         self.left.append(chat_id)

@@ -6,7 +6,10 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PLATFORM_LIBRARIES = {"telegram", "nio", "deep_translator", "aiohttp", "httpx", "requests"}
+PLATFORM_LIBRARIES = {
+    "telegram", "nio", "deep_translator", "aiohttp", "httpx", "requests", "aioimaplib", "aiosmtplib", "imaplib",
+    "smtplib", "email", "inscriptis", "mailparser_reply",
+}
 
 
 def imported_modules(folder: str) -> dict[str, set[str]]:

@@ -392,3 +392,18 @@ async def test_the_transport_reads_and_answers_over_starttls(mail_system: MailSy
         assert answer["Subject"] == "Re: Over TLS"
     finally:
         await transport.stop()
+
+
+async def test_forget_by_mail_also_empties_the_bots_mailbox_of_the_writers_mail(post: Post) -> None:
+    await post.start_bot()
+    ana = post.person("ana")
+    hana = post.mail.add_user("h" + ana.address.partition("@")[0])  # hana-…@ contains ana-…@: IMAP's FROM matches both
+    await post.write(hana, "Other", "A letter from someone else.")
+    await post.write(ana, "Mine", "My letter.")
+    await post.bot_mail(ana, r"#2\b")
+    await post.write(ana, "forget", "")
+    explanation = await post.bot_mail(ana, "forget yes")
+    await post.write(ana, f"Re: {explanation['Subject']}", "forget yes", answering=explanation)
+    await post.bot_mail(ana, "I have forgotten you")
+    senders = [str(message["From"]) for message in await post.mail.ainbox(post.bot)]
+    assert ana.address not in senders and hana.address in senders  # only the exact address

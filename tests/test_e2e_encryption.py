@@ -105,7 +105,7 @@ async def test_encrypted_direct_chat_moderation_and_broadcast(secret: Secret) ->
 
     await secret.mo.react(secret.mods, card["event_id"], "✅")
     await secret.mo.wait_for_text(secret.mods, secret.bot_user, r"(?s)^📨 Letter #1 .*approved by Mo")
-    await secret.alice.wait_for_text(dm, secret.bot_user, "approved")
+    await secret.alice.wait_for_text(dm, secret.bot_user, "Tu carta #1 fue aprobada")
     delivered = await ada.wait_for_text(subscribers, secret.bot_user, "Letter of solidarity #1")
     assert LETTER in delivered
     await secret.mo.wait_for_text(secret.mods, secret.bot_user, "#1 delivered to 1 of 1 subscribers")

@@ -411,3 +411,14 @@ async def test_a_sent_mail_is_never_edited_or_scrubbed() -> None:
     with pytest.raises(DeliveryError) as scrubbed:
         await made.scrub(ref, message)
     assert scrubbed.value.retryable is False
+
+
+def test_a_reply_to_the_bots_mail_is_a_letter_without_the_bots_subject() -> None:
+    made = transport()
+    assert made.proof is not None
+    ours = made.proof.message_id(ANA, "solidarity.example")
+    reply_to_letter = raw_mail(subject="Re: ✊ Letter of solidarity #3", body="Thank you, from Porto.",
+                               In_Reply_To=ours, References=ours)
+    assert event(reply_to_letter, made).text == "Thank you, from Porto."
+    assert event(raw_mail(subject="Re: ✊ Letter of solidarity #3", body="Thank you, from Porto."), made).text == (
+        "✊ Letter of solidarity #3\n\nThank you, from Porto.")  # no proof it answers the bot: the writer's subject

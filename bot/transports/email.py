@@ -41,6 +41,7 @@ from bot.transports.email_message import (
     message_mail,
     parse,
     reply,
+    sender_of,
 )
 from bot.transports.email_sender import MailSender
 from handlers.events import COMMAND, ChatKind, ChatRef, IncomingMessage, OutgoingMessage, RemoteRef, Role, UserRef
@@ -225,7 +226,7 @@ class EmailTransport:
     def _message(self, mail: IncomingMail, thread: Thread) -> IncomingMessage:
         assert mail.sender is not None and self.proof is not None
         address = mail.sender
-        proven = self.proof.answers(address, mail.references)
+        answers_bot = proven = self.proof.answers(address, mail.references)
         command = command_of(mail)
         kind = "text"
         if command is not None:
@@ -241,7 +242,8 @@ class EmailTransport:
         elif not mail.text.strip() and mail.attachments:
             text, kind = None, NOT_TEXT  # the attachment was the letter: a subject alone is no letter of it
         else:
-            text = letter_text(mail)
+            # In a reply to the bot ("Re: ✊ Letter of solidarity #3") the subject is the bot's words, not theirs.
+            text = letter_text(mail, keep_subject=not answers_bot)
         return IncomingMessage(
             event_id=f"mail {thread.position}",
             chat=ChatRef(self.platform, address, ChatKind.PRIVATE),
@@ -325,6 +327,17 @@ class EmailTransport:
 
     async def answer_press(self, token: str | None, text: str) -> None:
         return None
+
+    async def forget_chat(self, chat_id: str) -> None:
+        """`forget`: the person's mail goes from the bot's mailbox now, not at the end of the retention window.
+        On a connection of its own: the reading one may be waiting in IDLE."""
+        inbox = Inbox(self.settings.imap, self.settings.user, self.settings.password, self.state, tls=self.tls)
+        await inbox.connect()
+        try:
+            found = await inbox.from_header_matches(chat_id)
+            await inbox.delete([uid for uid, header in found if sender_of(header) == chat_id])
+        finally:
+            await inbox.close()
 
     # --- `--check` -----------------------------------------------------------------------------------------------
 

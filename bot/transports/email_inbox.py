@@ -142,12 +142,7 @@ class Inbox:
         uids = [int(word) for line in found.lines[:-1] for word in line.split() if word.isdigit()]
         if not uids:
             return 0
-        numbers = ",".join(str(uid) for uid in uids)
-        await _ok(imap.uid("store", numbers, "+FLAGS.SILENT", r"(\Deleted)"), "store")
-        if "UIDPLUS" in imap.protocol.capabilities:
-            await _ok(imap.uid("expunge", numbers), "expunge")
-        else:
-            await _ok(imap.expunge(), "expunge")  # a mailbox of the bot's own: nothing else is marked deleted
+        await self.delete(uids)
         return len(uids)
 
     async def wait_for_mail(self) -> None:
@@ -166,9 +161,35 @@ class Inbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(idle, self.timeout)
 
+    async def delete(self, uids: list[int]) -> None:
+        """Delete these messages now (a person's mail on `forget`)."""
+        if not uids:
+            return
+        imap = self._connected()
+        numbers = ",".join(str(uid) for uid in uids)
+        await _ok(imap.uid("store", numbers, "+FLAGS.SILENT", r"(\Deleted)"), "store")
+        if "UIDPLUS" in imap.protocol.capabilities:
+            await _ok(imap.uid("expunge", numbers), "expunge")
+        else:
+            await _ok(imap.expunge(), "expunge")  # a mailbox of the bot's own: nothing else is marked deleted
+
+    async def from_header_matches(self, text: str) -> list[tuple[int, bytes]]:
+        """(UID, From header) of the messages whose From contains `text` (the server's substring search)."""
+        found = await _ok(self._connected().uid_search(f'FROM "{_quoted(text)}"'), "search")
+        uids = sorted(int(word) for line in found.lines[:-1] for word in line.split() if word.isdigit())
+        headers = []
+        for uid in uids:
+            header = await self._fetch(uid, "BODY.PEEK[HEADER.FIELDS (FROM)]")
+            if header is not None:
+                headers.append((uid, header))
+        return headers
+
     async def fetch(self, uid: int) -> bytes | None:
         """The raw message, or None when it was expunged meanwhile."""
-        response = await _ok(self._connected().uid("fetch", str(uid), "(UID BODY.PEEK[])"), "fetch")
+        return await self._fetch(uid, "BODY.PEEK[]")
+
+    async def _fetch(self, uid: int, part: str) -> bytes | None:
+        response = await _ok(self._connected().uid("fetch", str(uid), f"(UID {part})"), "fetch")
         lines = response.lines
         for index, line in enumerate(lines[:-1]):
             match = _FETCHED_UID.search(line) if isinstance(line, bytes) and b"FETCH" in line else None
@@ -206,6 +227,11 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def _imap_date(day: datetime.date) -> str:
     """RFC 3501's date: 1-Feb-2026, with English month names whatever the locale."""
     return f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"
+
+
+def _quoted(text: str) -> str:
+    """An IMAP quoted string's content (RFC 3501 §4.3): backslash and quote escaped, no line breaks."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
 
 
 def _drop(imap: aioimaplib.IMAP4) -> None:

@@ -165,6 +165,14 @@ def _empty(unreadable: str, automatic: str | None = None) -> IncomingMail:
     )
 
 
+def sender_of(header: bytes) -> str | None:
+    """The From address of a message's header block, normalised as `parse` does (to compare with a chat id)."""
+    msg = _safe(lambda: BytesParser(policy=policy.default).parsebytes(header, headersonly=True))
+    if not isinstance(msg, EmailMessage):
+        return None
+    return _safe(lambda: _address(msg, "From"))
+
+
 def _safe(read: Callable[[], _T]) -> _T | None:
     try:
         return read()
@@ -428,8 +436,10 @@ def strip_prefixes(subject: str) -> str:
     return _PREFIX.sub("", subject).strip()
 
 
-def letter_text(mail: IncomingMail) -> str:
-    subject = strip_prefixes(_one_line(mail.subject))
+def letter_text(mail: IncomingMail, keep_subject: bool = True) -> str:
+    """The letter: the subject as its first line (`keep_subject`: not when the subject is the bot's own, as in a
+    reply to one of its mails), then the text."""
+    subject = strip_prefixes(_one_line(mail.subject)) if keep_subject else ""
     text = _normalise_newlines(mail.text)
     first = next((line.strip() for line in text.split("\n") if line.strip()), "")
     if not subject or subject == first:

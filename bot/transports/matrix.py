@@ -729,6 +729,9 @@ class MatrixTransport:
         needed = levels.get("events", {}).get("m.room.message", levels.get("events_default", 0))
         return await self._power(chat_id, self.client.user_id) >= needed
 
+    async def forget_chat(self, chat_id: str) -> None:
+        return None  # the platform keeps the chat; the bot cannot delete it
+
     async def leave(self, chat_id: str) -> None:
         response = await self.client.room_leave(chat_id)
         if isinstance(response, ErrorResponse):

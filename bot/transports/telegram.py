@@ -233,6 +233,9 @@ class TelegramTransport:
             return True
         return member.status == ChatMemberStatus.RESTRICTED and bool(member.can_send_messages)
 
+    async def forget_chat(self, chat_id: str) -> None:
+        return None  # the platform keeps the chat; the bot cannot delete it
+
     async def leave(self, chat_id: str) -> None:
         try:
             await self.bot.leave_chat(_chat_id(chat_id))
