@@ -129,7 +129,7 @@ async def translation_command(ctx: Context, message: IncomingMessage, command: C
             await ctx.repos.letters.record(_decision(ctx, message, letter.id, "translation", language))
             await cards.refresh(ctx, letter.id)
             await answer(ctx, message, _("The {language} translation of #{number} is replaced; letters not yet "
-                                             "sent will use it.").format(language=name, number=letter.id))
+                                         "sent will use it.").format(language=name, number=letter.id))
         return
     stored = await ctx.repos.translations.get(letter.id, language)
     if stored is not None:

@@ -42,7 +42,7 @@ async def refuse(ctx: Context, message: IncomingMessage, reading: bool) -> None:
         return
     _ = gettext_for(ctx, ctx.moderation_language())
     await answer(ctx, message, _("Only the moderators named in the bot's settings can do that; "
-                                     "everyone in this room can read along."))
+                                 "everyone in this room can read along."))
 
 
 async def on_press(ctx: Context, press: ActionPressed) -> None:
