@@ -159,10 +159,13 @@ class EmailTransport:
             try:
                 if not self.inbox.connected:
                     await self.inbox.connect()
-                for uid in await self.inbox.unhandled():
-                    if self._stopping:
-                        return
-                    await self._take(uid)
+                # Until a search finds nothing: mail that came while earlier mail was handled was announced in
+                # the answers to the bot's own commands, and IDLE would not announce it again.
+                while uids := await self.inbox.unhandled():
+                    for uid in uids:
+                        if self._stopping:
+                            return
+                        await self._take(uid)
                 await self._sweep()
                 failures = 0
                 await self._wait_for_mail()
@@ -179,7 +182,9 @@ class EmailTransport:
 
     async def _take(self, uid: int) -> None:
         raw = await self.inbox.fetch(uid)
-        event = self.event_of(raw, self.inbox.position_of(uid)) if raw is not None else None
+        # Parsed in a thread: a long letter takes the quote detector ~0.2 s, a 30 MB mail ~1 s, and the bot's
+        # other networks and its outbox must not stop meanwhile.
+        event = await asyncio.to_thread(self.event_of, raw, self.inbox.position_of(uid)) if raw is not None else None
         if event is not None:
             assert self._dispatch is not None
             await self._dispatch(event)
