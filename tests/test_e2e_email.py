@@ -407,3 +407,42 @@ async def test_forget_by_mail_also_empties_the_bots_mailbox_of_the_writers_mail(
     await post.bot_mail(ana, "I have forgotten you")
     senders = [str(message["From"]) for message in await post.mail.ainbox(post.bot)]
     assert ana.address not in senders and hana.address in senders  # only the exact address
+
+
+async def test_mail_that_comes_while_earlier_mail_is_handled_is_read_at_once(mail_system: MailSystem) -> None:
+    """The server announces such mail in its answers to the bot's own commands, which IDLE does not repeat: without
+    another search it would wait for Dovecot's keep-alive, two minutes later."""
+    bot, ana = mail_system.add_user(fresh_local("relay")), mail_system.add_user(fresh_local("ana"))
+    settings = EmailSettings(
+        address=bot.address, user=bot.address, password=bot.password,
+        imap=MailServer(mail_system.imap_host, mail_system.imap_port, "plain"),
+        smtp=MailServer(mail_system.smtp_host, mail_system.smtp_port, "plain"),
+    )
+    transport = EmailTransport(settings, MemoryState())
+    handled: asyncio.Queue[str | None] = asyncio.Queue()
+    first_taken, go_on = asyncio.Event(), asyncio.Event()
+
+    async def dispatch(event: Event) -> None:
+        assert isinstance(event, IncomingMessage)
+        first_taken.set()
+        await go_on.wait()  # the bot is busy with this mail while the next one comes
+        await handled.put(event.text)
+
+    await transport.start(dispatch)
+    try:
+        await mail_system.asend(ana, email_to(ana, bot, "One", "The first."), to=[bot.address])
+        await asyncio.wait_for(first_taken.wait(), WITHIN)
+        await mail_system.asend(ana, email_to(ana, bot, "Two", "The second."), to=[bot.address])
+        await mail_system.await_for(bot, lambda m: m["Subject"] == "Two", within=WITHIN)
+        go_on.set()
+        assert await asyncio.wait_for(handled.get(), WITHIN) == "One\n\nThe first."
+        assert await asyncio.wait_for(handled.get(), 10) == "Two\n\nThe second."
+    finally:
+        await transport.stop()
+
+
+def email_to(sender: Mailbox, recipient: Mailbox, subject: str, text: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender.address, recipient.address, subject
+    message.set_content(text)
+    return message

@@ -150,3 +150,4 @@ async def test_handled_mail_past_the_window_is_deleted_and_nothing_else(mail_sys
         assert await inbox.unhandled() == []  # deleting moved nothing: what was handled stays handled
     finally:
         await inbox.close()
+

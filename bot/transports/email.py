@@ -202,6 +202,8 @@ class EmailTransport:
             log.info("email: %d handled mail(s) older than %g days deleted from the mailbox", deleted, self.keep_days)
 
     async def _wait_for_mail(self) -> None:
+        if self._stopping:
+            return  # a stop came while the loop was busy: it must not go into IDLE now
         self._waiting = True
         try:
             await self.inbox.wait_for_mail()
