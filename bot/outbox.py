@@ -378,10 +378,9 @@ class OutboxWorker:
         if cached is None or cached[1] < time.monotonic():
             letter = await self.ctx.repos.letters.get(job.letter_id)
             assert letter is not None
-            text = await broadcast.text_in(self.ctx, letter, job.language)  # NotReady while being translated
+            parts = await broadcast.compose(self.ctx, letter, job.platform, job.language)  # NotReady: translating
             if len(self._rendered) > RENDER_CACHE_SIZE:
                 self._rendered.clear()
-            parts = broadcast.render(self.ctx, letter, job.platform, job.language, text)
             cached = self._rendered[key] = (parts, time.monotonic() + RENDER_CACHE_SECONDS)
         return broadcast.address(cached[0], job.letter_id, job.chat_id)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from handlers import cards
+from handlers import cards, media_intake
 from handlers.common import command_text, gettext_for
 from handlers.context import Context
 from handlers.domain import LetterDecided, LetterPublished
-from handlers.events import ChatKind, OutgoingMessage
+from handlers.events import ChatKind, Media, OutgoingMessage
 from handlers.outbox import queue_broadcast, say
 from handlers.ports import Capability
 from handlers.subscriptions import subscriber_name
@@ -50,9 +50,10 @@ def _footer(ctx: Context, letter: Letter, text: LetterText, platform: str, langu
 
 
 def render(
-    ctx: Context, letter: Letter, platform: str, language: str, letter_text: LetterText
+    ctx: Context, letter: Letter, platform: str, language: str, letter_text: LetterText, media: tuple[Media, ...] = ()
 ) -> list[OutgoingMessage]:
-    """The parts of a letter for one platform and language, not yet addressed (the same for every chat)."""
+    """The parts of a letter for one platform and language, not yet addressed (the same for every chat); the first
+    carries the letter's media."""
     _ = gettext_for(ctx, language)
     footer = _footer(ctx, letter, letter_text, platform, language)
     network = ctx.network(platform)
@@ -66,9 +67,17 @@ def render(
             title=title if len(bodies) == 1 else f"{title} ({index + 1}/{len(bodies)})",
             footer=footer if index == len(bodies) - 1 else None,
             broadcast=True,
+            media=media if index == 0 else (),
         )
         for index, body in enumerate(bodies)
     ]
+
+
+async def compose(ctx: Context, letter: Letter, platform: str, language: str) -> list[OutgoingMessage]:
+    """The letter for readers of `language` on `platform`, with its media (NotReady while being translated)."""
+    text = await text_in(ctx, letter, language)
+    media = media_intake.outgoing(letter.id, await ctx.repos.media.of(letter.id))
+    return render(ctx, letter, platform, language, text, media)
 
 
 def address(parts: list[OutgoingMessage], letter_id: int, chat_id: str) -> list[OutgoingMessage]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from handlers import media_intake
 from handlers.common import gettext_for
 from handlers.context import Context, Room
 from handlers.domain import LetterAnnounced, LetterDecided, LetterPublished, LetterWithdrawn
-from handlers.events import Action, ChatKind, OutgoingMessage, RemoteRef
+from handlers.events import Action, ChatKind, Media, OutgoingMessage, RemoteRef
 from handlers.outbox import say
 from handlers.ports import Capability
 from handlers.text import split_text
@@ -106,12 +107,24 @@ async def card_message(
         return OutgoingMessage(chat_id=room.chat_id, text=bodies[part], title=title, silent=True,
                                quoted=not _text_gone(letter))
     actions = card_actions(ctx, letter.id) if letter.status == "pending" and status is None else ()
-    footer = "\n".join([*await card_notes(ctx, letter), *([status] if status else [])]) or None
+    media = () if _text_gone(letter) else media_intake.outgoing(letter.id, await ctx.repos.media.of(letter.id))
+    notes = [*_media_notes(ctx, media), *await card_notes(ctx, letter), *([status] if status else [])]
     # The letter is quoted: whatever it says, it cannot pass for the bot's header or a decision line.
     return OutgoingMessage(
-        chat_id=room.chat_id, text=bodies[0], title=await card_title(ctx, letter), footer=footer, actions=actions,
-        quoted=not _text_gone(letter),
+        chat_id=room.chat_id, text=bodies[0], title=await card_title(ctx, letter), footer="\n".join(notes) or None,
+        actions=actions, quoted=not _text_gone(letter), media=media,
     )
+
+
+def _media_notes(ctx: Context, media: tuple[Media, ...]) -> list[str]:
+    """A file passed on as it came (a video, a PDF) may say who made it, where and when: the moderators decide."""
+    kept = sum(1 for item in media if not item.metadata_removed)
+    if not kept:
+        return []
+    ngettext = ctx.texts.ngettext(ctx.moderation_language())
+    return [ngettext("⚠️ metadata not removed from {count} file: it may name its author or place",
+                     "⚠️ metadata not removed from {count} files: they may name their author or place",
+                     kept).format(count=kept)]
 
 
 async def show(ctx: Context, letter_id: int, whole: bool = False) -> None:

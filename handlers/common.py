@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from handlers.context import Context
-from handlers.events import ChatRef, IncomingMessage, OutgoingMessage
+from handlers.events import ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
 from handlers.outbox import say
 
 # A command word right after the prefix (no space: "/ we are with you" is a letter), optionally addressed to a
@@ -73,6 +73,17 @@ async def reply(ctx: Context, chat: ChatRef, text: str, title: str | None = None
 async def answer(ctx: Context, message: IncomingMessage, text: str, title: str | None = None) -> None:
     """A reply to `message` in its chat (in its thread, where the network has threads: email)."""
     await reply(ctx, message.chat, text, title, reply_to=message.message_id)
+
+
+def account_of(ctx: Context, message: IncomingMessage | MessageEdited | MessageDeleted) -> str:
+    assert message.sender is not None
+    return ctx.hasher.account_hash(message.chat.platform, message.sender.user_id)
+
+
+async def refuse(ctx: Context, message: IncomingMessage | MessageEdited, kind: str, text: str) -> None:
+    """Answer a refused message, unless this sender got this refusal within the hour: a flood gets one answer."""
+    if ctx.refusals.allow(account_of(ctx, message), kind, ctx.clock.now()):
+        await reply(ctx, message.chat, text, reply_to=message.message_id)
 
 
 async def refuse_outside(ctx: Context, message: IncomingMessage) -> None:

@@ -9,7 +9,16 @@ from typing import Protocol
 
 from handlers.domain import DomainEvents
 from handlers.limits import RefusalGate
-from handlers.ports import AccountHasher, ChatDirectory, Clock, LanguageDetector, Scheduler, Texts, Transport
+from handlers.ports import (
+    AccountHasher,
+    ChatDirectory,
+    Clock,
+    LanguageDetector,
+    MediaShelf,
+    Scheduler,
+    Texts,
+    Transport,
+)
 from handlers.translating import TranslationService
 from storage.connection import Statements
 from storage.repositories import Repositories
@@ -42,6 +51,7 @@ class Policy:
     # "telegram:123", "matrix:@mo:example.org"; empty: every member of a moderation room moderates.
     moderators: frozenset[str] = frozenset()
     letters_per_day: int = 20
+    media_max_bytes: int = 20 * 1024 * 1024  # MEDIA_MAX_MB: larger files are refused before any download
 
     @property
     def retention_seconds(self) -> float:
@@ -63,6 +73,7 @@ class Context:
     refusals: RefusalGate = field(default_factory=RefusalGate)
     # What follows a decision (cards, notices, the broadcast queue, retention): subscribed at the composition root.
     events: DomainEvents = field(default_factory=DomainEvents)
+    media: MediaShelf | None = None  # None: media letters are refused as before
 
     def transaction(self) -> AbstractAsyncContextManager[Statements]:
         """A change and what it causes (the messages it has the bot say, the events' effects) commit together.

@@ -53,6 +53,36 @@ class RemoteRef:
     message_id: str
 
 
+# The kinds of media a letter can carry.
+IMAGE = "image"
+VIDEO = "video"
+DOCUMENT = "document"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file that came with a message, before the bot has it: what its network says of it, and the network's own
+    handle to fetch it with (`Transport.fetch`). Handlers never see a platform's file object."""
+
+    kind: str  # IMAGE, VIDEO or DOCUMENT, as the network presents it (a photo, a video, a file)
+    mime_type: str | None
+    size: int  # bytes, as the network says before any download; 0 when it does not say
+    file_name: str | None = field(default=None, repr=False)  # the sender's name for it, which may say who they are
+    ref: str = field(default="", repr=False)  # opaque to handlers (a Telegram file_id, an mxc:// URI, a mail part)
+
+
+@dataclass(frozen=True)
+class Media:
+    """A file in the bot's media store, cleaned of metadata where it could be: what cards and letters carry."""
+
+    digest: str  # SHA-256 of the stored bytes
+    kind: str  # IMAGE, VIDEO or DOCUMENT, as the bot found it (a document that is a picture is an IMAGE)
+    mime_type: str
+    file_name: str | None = None
+    metadata_removed: bool = True  # False: passed on as it came (a video, a PDF): its metadata may name someone
+    size: int = 0
+
+
 @dataclass(frozen=True)
 class IncomingMessage:
     event_id: str  # unique per platform: a replay of the same update carries the same id
@@ -68,6 +98,8 @@ class IncomingMessage:
     # answers one the bot sent to that address is proven (only the mailbox's reader has seen it).
     sender_proven: bool = True
     left_out: tuple[str, ...] = ()  # what the network could not carry of the message (an email's attachments)
+    attachments: tuple[Attachment, ...] = ()  # photos, videos, files; the text is then their caption
+    media_group: str | None = None  # an album: messages sharing it are one letter (Telegram's media_group_id)
 
 
 @dataclass(frozen=True)
@@ -158,3 +190,4 @@ class OutgoingMessage:
     idempotency_key: str | None = None  # a stable key so a retried send cannot post twice where the platform allows
     # The message this answers (IncomingMessage.message_id), for networks that thread answers (email: In-Reply-To).
     reply_to: str | None = None
+    media: tuple[Media, ...] = ()  # shown with the text (before it, or as an album); the text is their caption

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 
 from handlers.context import Context
-from handlers.events import Action, ChatKind, OutgoingMessage
+from handlers.events import Action, ChatKind, Media, OutgoingMessage
 
 
 async def say(ctx: Context, platform: str, message: OutgoingMessage, kind: str = ChatKind.PRIVATE) -> None:
@@ -27,6 +27,7 @@ def serialise(message: OutgoingMessage) -> str:
 def deserialise(stored: str) -> OutgoingMessage:
     fields = json.loads(stored)
     fields["actions"] = tuple(Action(**action) for action in fields.get("actions", ()))
+    fields["media"] = tuple(Media(**media) for media in fields.get("media", ()))
     return OutgoingMessage(**fields)
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from handlers.events import ChatRef, Event, OutgoingMessage, RemoteRef, Role
+from handlers.events import Attachment, ChatRef, Event, Media, OutgoingMessage, RemoteRef, Role
 
 # Hands an event to the bot; what it returns completes once the event is handled (a transport that confirms
 # events itself, like Matrix's sync token, waits for it; one that cannot need not).
@@ -79,6 +79,11 @@ class Transport(Protocol):
         """Show `message` instead, leaving nothing of what `ref` showed before (its history included)."""
         ...
 
+    async def fetch(self, attachment: Attachment) -> bytes:
+        """The file behind an attachment this network delivered; MediaRefused when it cannot be had (too big for
+        the platform to hand out), DeliveryError when the network failed."""
+        ...
+
 
 class ChatDirectory(Protocol):
     """Questions about chats and people that permissions depend on; every transport answers them."""
@@ -107,6 +112,28 @@ class ChatDirectory(Protocol):
         """`forget`: delete what the network keeps of a person's private chat where the bot can (email: their mail
         in the bot's mailbox); nothing where it cannot (Telegram and Matrix keep the chat on their servers)."""
         ...
+
+
+class MediaRefused(Exception):
+    """A file the bot does not take (too large, damaged, a decompression bomb); `reason` names no one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MediaShelf(Protocol):
+    """The bot's media store: files are cleaned of metadata before they are kept, and kept by content hash."""
+
+    async def keep(self, data: bytes, mime_type: str | None, file_name: str | None, kind: str) -> Media:
+        """Clean (pictures are written anew without metadata) and store; MediaRefused when it will not."""
+        ...
+
+    def read(self, digest: str) -> bytes: ...
+
+    def digests(self) -> list[str]: ...
+
+    def drop(self, digest: str) -> None: ...
 
 
 class TranslationError(Exception):

@@ -6,8 +6,18 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from handlers import cards, editing, privacy
-from handlers.common import Command, answer, command_text, gettext_for, letter_number, reader_language, reply
+from handlers import cards, editing, media_intake, privacy
+from handlers.common import (
+    Command,
+    account_of,
+    answer,
+    command_text,
+    gettext_for,
+    letter_number,
+    reader_language,
+    refuse,
+    reply,
+)
 from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
 from handlers.domain import LetterAnnounced, LetterWithdrawn
 from handlers.events import UNDECRYPTABLE, ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
@@ -63,24 +73,32 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
     """A supporter's message in a private chat: checked against the limits, stored, then answered."""
     assert message.sender is not None
     _ = gettext_for(ctx, reader_language(ctx, message))
-    if message.text is None:
-        await _refuse(ctx, message, "not text",
-                      _("I can only carry text letters for now: please write your letter as a message."))
+    with_media = bool(message.attachments) and ctx.media is not None
+    if message.text is None and not with_media:
+        await refuse(ctx, message, "not text", _not_carried(ctx, message))
         return
-    text = clean_text(message.text)
-    if not text:
-        await _refuse(ctx, message, "empty", _("That message is empty. Write your letter as text, in any language."))
+    text = clean_text(message.text or "")
+    if not text and not with_media:
+        await refuse(ctx, message, "empty", _("That message is empty. Write your letter as text, in any language."))
         return
     # Checked before anything is stored: a banned account leaves no new trace.
-    if await ctx.repos.bans.is_banned(_account(ctx, message)):
-        await _refuse(ctx, message, "banned", _("Sorry, the moderators no longer accept letters from this account."))
+    if await ctx.repos.bans.is_banned(account_of(ctx, message)):
+        await refuse(ctx, message, "banned", _("Sorry, the moderators no longer accept letters from this account."))
         return
+    if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
+        return  # the same platform message again (a replayed update): it is stored already
+    media = await media_intake.take(ctx, message) if with_media else []
+    if media is None:
+        return  # refused, and answered
     async with ctx.transaction():
         if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
-            return  # the same platform message again (a replayed update): it is stored already
+            return
         stored = await _store(ctx, message, _part(message, text))
-        if stored is not None and message.left_out:
-            await _tell_left_out(ctx, message)  # once, with the letter: a mail handed over again is not told again
+        if stored is not None and media:
+            await ctx.repos.media.add(stored.id, [media_intake.stored(item) for item in media])
+        left_out = message.left_out or (message.attachments if not with_media else ())
+        if stored is not None and left_out:
+            await _tell_left_out(ctx, message, len(left_out))  # once, with the letter: a replay is not told again
     if stored is None:
         return
     if _may_grow(ctx, stored, message):
@@ -89,10 +107,17 @@ async def letter(ctx: Context, message: IncomingMessage) -> None:
         await announce(ctx, stored.id)
 
 
-async def _tell_left_out(ctx: Context, message: IncomingMessage) -> None:
-    """Attachments of a mail, before media letters exist: the sender learns they did not travel."""
+def _not_carried(ctx: Context, message: IncomingMessage) -> str:
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    if ctx.media is None:
+        return _("I can only carry text letters for now: please write your letter as a message.")
+    return _("I can carry text, photos, videos and documents, but not this kind of message (a sticker, a voice "
+             "note, a poll or a location): please write your letter as a message.")
+
+
+async def _tell_left_out(ctx: Context, message: IncomingMessage, count: int) -> None:
+    """Attachments that did not travel with the letter: the sender learns it."""
     ngettext = ctx.texts.ngettext(reader_language(ctx, message))
-    count = len(message.left_out)
     text = ngettext(
         "Your message had {count} attachment; I can carry only the text of a letter for now, so it was not kept.",
         "Your message had {count} attachments; I can carry only the text of a letter for now, so they were not "
@@ -118,7 +143,7 @@ async def unreadable(ctx: Context, message: IncomingMessage) -> None:
     if message.content_kind == UNDECRYPTABLE:
         await answer(ctx, message, _("I could not decrypt your message. Please send it again."))
         return
-    await _refuse(ctx, message, "encrypted", _(
+    await refuse(ctx, message, "encrypted", _(
         "This chat is end-to-end encrypted, and I cannot read encrypted messages. "
         "Please write to me in a chat without encryption."))
 
@@ -152,6 +177,7 @@ def _part(message: IncomingMessage, text: str) -> NewPart:
         text=text,
         length=message.length or len(text),
         received_at=message.received_at,
+        media_group=message.media_group,
     )
 
 
@@ -163,11 +189,16 @@ def _join_rule(ctx: Context, message: IncomingMessage) -> tuple[float, int]:
 
 
 def _continues(ctx: Context, growing: Growing, message: IncomingMessage, part: NewPart) -> bool:
+    if message.media_group is not None:  # an album: its pictures arrive as messages of their own
+        in_time = part.received_at - growing.last_part_at <= ctx.policy.letter_join_seconds
+        return growing.media_group == message.media_group and in_time
     window, threshold = _join_rule(ctx, message)
     return part.received_at - growing.last_part_at <= window and growing.last_part_length >= threshold
 
 
 def _may_grow(ctx: Context, letter: Growing, message: IncomingMessage) -> bool:
+    if message.media_group is not None:
+        return ctx.policy.letter_join_seconds > 0  # the album's other pictures are on their way
     window, threshold = _join_rule(ctx, message)
     # Also at the length limit: what the client sends after it is refused, rather than becoming new letters.
     return window > 0 and letter.last_part_length >= threshold
@@ -179,7 +210,7 @@ async def _within_limits(ctx: Context, message: IncomingMessage, sender: Sender 
     if part.length > MAX_LETTER_LENGTH:
         text = _("Your letter is {length} characters long; letters can have at most {limit}. "
                  "Please shorten it, or send it as several letters.")
-        await _refuse(ctx, message, "too long", text.format(length=f"{part.length:,}",
+        await refuse(ctx, message, "too long", text.format(length=f"{part.length:,}",
                                                             limit=f"{MAX_LETTER_LENGTH:,}"))
         return False
     if sender is None:
@@ -188,13 +219,13 @@ async def _within_limits(ctx: Context, message: IncomingMessage, sender: Sender 
     if waiting >= MAX_OPEN_LETTERS:
         text = _("You have {count} letters waiting for the moderators. Please wait for their decision before "
                  "sending more.")
-        await _refuse(ctx, message, "waiting", text.format(count=waiting))
+        await refuse(ctx, message, "waiting", text.format(count=waiting))
         return False
     today = await ctx.repos.letters.letters_since(sender.id, ctx.clock.now() - DAY)
     if today >= ctx.policy.letters_per_day:
         text = _("You have sent {count} letters in the last 24 hours, as many as I can take from one person. "
                  "Please write again tomorrow.")
-        await _refuse(ctx, message, "daily", text.format(count=today))
+        await refuse(ctx, message, "daily", text.format(count=today))
         return False
     return True
 
@@ -203,18 +234,7 @@ async def _refuse_continuation(ctx: Context, message: IncomingMessage, growing: 
     _ = gettext_for(ctx, reader_language(ctx, message))
     text = _("Your letter #{number} has reached {limit} characters, the most a letter can have: the rest of your "
              "text was not added. Please send it as another letter.")
-    await _refuse(ctx, message, "too long", text.format(number=growing.id, limit=f"{MAX_LETTER_LENGTH:,}"))
-
-
-def _account(ctx: Context, message: IncomingMessage | MessageEdited | MessageDeleted) -> str:
-    assert message.sender is not None
-    return ctx.hasher.account_hash(message.chat.platform, message.sender.user_id)
-
-
-async def _refuse(ctx: Context, message: IncomingMessage | MessageEdited, kind: str, text: str) -> None:
-    """Answer a refused message, unless this sender got this refusal within the hour: a flood gets one answer."""
-    if ctx.refusals.allow(_account(ctx, message), kind, ctx.clock.now()):
-        await answer(ctx, message, text)
+    await refuse(ctx, message, "too long", text.format(number=growing.id, limit=f"{MAX_LETTER_LENGTH:,}"))
 
 
 async def edited(ctx: Context, edit: MessageEdited) -> None:
@@ -226,7 +246,7 @@ async def edited(ctx: Context, edit: MessageEdited) -> None:
     text = clean_text(edit.text or "")
     length = edit.length or len(text)
     if part.status == PENDING and (not text or part.letter_length - part.length + length > MAX_LETTER_LENGTH):
-        await _refuse(ctx, edit, "edit", _("Your edit of letter #{number} was not applied: a letter must have "
+        await refuse(ctx, edit, "edit", _("Your edit of letter #{number} was not applied: a letter must have "
                                            "some text and at most {limit} characters.").format(
             number=part.letter_id, limit=f"{MAX_LETTER_LENGTH:,}"))
         return
@@ -260,7 +280,7 @@ async def _refuse_late_edit(ctx: Context, edit: MessageEdited, number: int) -> N
         REJECTED: _("Letter #{number} was already rejected; your edit was not applied."),
     }
     text = texts.get(status, _("Letter #{number} was withdrawn; your edit was not applied."))
-    await _refuse(ctx, edit, "late edit", text.format(number=number))
+    await refuse(ctx, edit, "late edit", text.format(number=number))
 
 
 async def _detect_again(ctx: Context, letter_id: int) -> None:

@@ -49,13 +49,16 @@ class NewPart:
     text: str
     length: int
     received_at: float
+    media_group: str | None = None  # an album's id: its messages join one letter
 
 
 def join_parts(texts: list[str]) -> str:
     """Rejoin a client-split text; the client dropped the whitespace it cut at, so put some back.
 
-    After a sentence's end the cut was most likely a line break; anywhere else, a space between words.
+    After a sentence's end the cut was most likely a line break; anywhere else, a space between words. Empty
+    parts (an album's pictures without a caption) add nothing.
     """
+    texts = [text for text in texts if text] or [""]
     joined = texts[0]
     for text in texts[1:]:
         if joined[-1:].isspace() or text[:1].isspace():
@@ -108,6 +111,7 @@ class Growing:
     length: int
     last_part_at: float
     last_part_length: int
+    media_group: str | None = None  # the album its last part belongs to
 
 
 @dataclass(frozen=True)
@@ -139,13 +143,17 @@ class LetterRepository:
     async def growing(self, sender_id: int) -> Growing | None:
         """The sender's newest letter if it has not been announced: a new part may still join it."""
         row = await self.db.fetchone(
-            """SELECT id, parts, length, last_part_at, last_part_length FROM letters
+            """SELECT id, parts, length, last_part_at, last_part_length,
+                      (SELECT media_group FROM letter_parts p WHERE p.letter_id = letters.id AND p.seq = letters.parts)
+                      AS media_group
+               FROM letters
                WHERE sender_id = ? AND status = 'pending' AND announced_at IS NULL ORDER BY id DESC LIMIT 1""",
             (sender_id,),
         )
         if row is None:
             return None
-        return Growing(row["id"], row["parts"], row["length"], row["last_part_at"], row["last_part_length"])
+        return Growing(row["id"], row["parts"], row["length"], row["last_part_at"], row["last_part_length"],
+                       row["media_group"])
 
     async def start_letter(self, sender_id: int, part: NewPart) -> Growing:
         """A new letter made of this one message."""
@@ -158,7 +166,7 @@ class LetterRepository:
             letter_id = inserted.last_id
             assert letter_id is not None
             await _insert_part(db, letter_id, 1, part)
-        return Growing(letter_id, 1, part.length, part.received_at, part.length)
+        return Growing(letter_id, 1, part.length, part.received_at, part.length, part.media_group)
 
     async def add_part(self, letter: Growing, part: NewPart) -> Growing:
         """The next part of a letter that is still growing; touches that one letter row and one new part row."""
@@ -170,7 +178,7 @@ class LetterRepository:
                    WHERE id = ?""",
                 (seq, part.length, part.received_at, part.length, letter.id),
             )
-        return Growing(letter.id, seq, letter.length + part.length, part.received_at, part.length)
+        return Growing(letter.id, seq, letter.length + part.length, part.received_at, part.length, part.media_group)
 
     async def part_of(self, platform: str, chat_id: str, message_id: str) -> PartOf | None:
         row = await self.db.fetchone(
@@ -351,7 +359,9 @@ async def _insert_decision(db: Statements, decision: Decision) -> None:
 
 async def _insert_part(db: Statements, letter_id: int, seq: int, part: NewPart) -> None:
     await db.execute(
-        """INSERT INTO letter_parts (letter_id, seq, platform, chat_id, message_id, text, length, received_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-        (letter_id, seq, part.platform, part.chat_id, part.message_id, part.text, part.length, part.received_at),
+        """INSERT INTO letter_parts
+               (letter_id, seq, platform, chat_id, message_id, text, length, received_at, media_group)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (letter_id, seq, part.platform, part.chat_id, part.message_id, part.text, part.length, part.received_at,
+         part.media_group),
     )

@@ -95,6 +95,7 @@ async def _unlink(db: Statements, letters: list[tuple[int, str]], now: float) ->
         await db.execute(f"UPDATE letters SET edited_text = NULL, edited_length = NULL, text_removed_at = ? "
                          f"WHERE id IN ({marks})", [now, *removable])
         await db.execute(f"DELETE FROM translations WHERE letter_id IN ({marks})", removable)
+        await db.execute(f"DELETE FROM letter_media WHERE letter_id IN ({marks})", removable)
 
 
 def _marks(values: list[int]) -> str:

@@ -8,6 +8,7 @@ from storage.cards import CardRepository
 from storage.connection import Connection
 from storage.deliveries import DeliveryRepository
 from storage.letters import LetterRepository
+from storage.media import MediaRepository
 from storage.outbox import OutboxRepository
 from storage.privacy import PrivacyRepository
 from storage.rooms import RoomRepository
@@ -24,6 +25,7 @@ class Repositories:
     bans: BanRepository
     privacy: PrivacyRepository
     letters: LetterRepository
+    media: MediaRepository
     cards: CardRepository
     subscriptions: SubscriptionRepository
     deliveries: DeliveryRepository
@@ -40,6 +42,7 @@ class Repositories:
             bans=BanRepository(db),
             privacy=PrivacyRepository(db),
             letters=LetterRepository(db),
+            media=MediaRepository(db),
             cards=CardRepository(db),
             subscriptions=SubscriptionRepository(db),
             deliveries=DeliveryRepository(db),
