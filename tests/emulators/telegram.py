@@ -4,13 +4,24 @@ The bot under test is pointed at ``emu.api_root`` (``TELEGRAM_API_URL``) and cal
 ``{api_root}/bot{token}/{method}`` exactly as it would call api.telegram.org. Every request is validated against
 the vendored Bot API facts (``tests/data/bot_api.json``); errors are Telegram's real bodies
 (``tests/data/telegram_errors/``). Tests arrange the world and act as people through Python helpers
-(``add_user``, ``user_sends``, ``press_button``, ...) and inspect what the bot left behind (``messages``,
-``sent_by_bot``, ``calls``).
+(``add_user``, ``user_sends``, ``user_sends_photo``, ``press_button``, ...) and inspect what the bot left behind
+(``messages``, ``sent_by_bot``, ``calls``, ``uploads``, ``file_bytes``).
+
+Media: people's photos, documents, videos, voice notes and stickers arrive with file_ids the bot can pass to
+getFile and then download from ``{api_root}/file/bot{token}/{file_path}`` (PTB: ``base_file_url``). The bot
+uploads with multipart/form-data (a part named after the parameter, or any part an ``attach://`` URI names) or
+sends an existing file_id; every upload is kept with its bytes. Limits as Telegram's: getFile up to 20 MB,
+uploaded photos up to 10 MB, uploads up to 50 MB (413), captions up to 1024 characters after entity parsing.
 
 Stricter than Telegram on purpose (so bugs show up in tests, not in production):
-- unknown parameters and unknown fields inside JSON objects are errors, not silently ignored;
+- unknown parameters and unknown fields inside JSON objects are errors, not silently ignored; so is an uploaded
+  file part that neither a parameter nor an ``attach://`` names;
 - a stray ``&`` in HTML text is an error (Telegram would keep it literally);
-- spec methods the emulator does not implement answer 400 "method not implemented by the emulator".
+- a file_id must be of the method's type (Telegram lets some types stand for others, e.g. a video as document);
+- an album of one item is an error (Telegram sends it as a lone message);
+- spec methods the emulator does not implement answer 400 "method not implemented by the emulator"; sending a
+  file by URL likewise.
+More lenient: uploaded photos are not checked to be images (sizes are made up when Pillow cannot read them).
 
 Manual mode: ``python -m tests.emulators.telegram [--port 8081] [--token T]``, then type ``help``.
 """
@@ -19,16 +30,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import copy
+import functools
 import inspect
+import io
 import itertools
 import json
 import math
+import mimetypes
 import random
 import re
+import struct
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +55,11 @@ from typing import Any
 
 from aiohttp import web
 
+try:  # Pillow reads photo sizes and makes thumbnails; without it sizes are made up and thumbnails are copies
+    from PIL import Image
+except ImportError:  # pragma: no cover - Pillow comes with the dev dependencies
+    Image = None
+
 from tests.emulators.telegram_html import EntityParseError, format_message, normalize, utf16_len
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -45,6 +67,12 @@ SPEC_PATH = DATA_DIR / "bot_api.json"
 ERRORS_DIR = DATA_DIR / "telegram_errors"
 
 MAX_TEXT_LENGTH = 4096  # UTF-16 code units, after entity parsing
+MAX_CAPTION_LENGTH = 1024  # likewise
+MAX_DOWNLOAD_SIZE = 20 * 1024 * 1024  # getFile refuses bigger files ("file is too big")
+MAX_PHOTO_UPLOAD = 10 * 1024 * 1024  # TDLib's photo limit, in bytes
+MAX_UPLOAD = 50 * 1024 * 1024  # api.telegram.org answers 413 to bigger uploads
+MEDIA_GROUP_SIZE = (2, 10)
+THUMBNAIL_BOX = 90  # the small size of a photo fits in 90x90, as Telegram's "s" size
 MAX_CALLBACK_DATA_BYTES = 64
 LONG_POLL_MAX_TIMEOUT = 50  # telegram-bot-api caps getUpdates' timeout
 DEFAULT_ALLOWED_UPDATES = frozenset(
@@ -57,6 +85,20 @@ MEMBER_STATUSES = ("creator", "administrator", "member", "left", "kicked")
 PRESENT = frozenset({"creator", "administrator", "member"})
 # Methods that count against Telegram's sending limits.
 SENDING_PREFIXES = ("send", "copymessage", "forwardmessage")
+ATTACH = "attach://"
+MEDIA_FIELDS = ("photo", "video", "document", "voice", "sticker")  # the Message fields of media, by kind below
+_MESSAGE_FIELD = {"Photo": "photo", "Video": "video", "Document": "document", "VoiceNote": "voice",
+                  "Sticker": "sticker"}
+# Sending methods that take one file: (its parameter, the kind of file).
+_SEND_MEDIA = {"sendPhoto": ("photo", "Photo"), "sendVideo": ("video", "Video"),
+               "sendDocument": ("document", "Document"), "sendVoice": ("voice", "VoiceNote"),
+               "sendSticker": ("sticker", "Sticker")}
+_ALBUM_KINDS = {"photo": "Photo", "video": "Video", "document": "Document"}
+_FOLDERS = {"Photo": "photos", "Video": "videos", "Document": "documents", "VoiceNote": "voice",
+            "Sticker": "stickers"}
+_FILE_ID_PREFIXES = {"Photo": "AgACAgQAAxkBAAI", "Video": "BAACAgQAAxkBAAI", "Document": "BQACAgQAAxkBAAI",
+                     "VoiceNote": "AwACAgQAAxkBAAI", "Sticker": "CAACAgQAAxkBAAI"}
+_TOO_LARGE = {"ok": False, "error_code": 413, "description": "Request Entity Too Large"}
 
 UserLike = dict[str, Any] | int
 ChatLike = dict[str, Any] | int | str
@@ -120,9 +162,10 @@ class Spec:
     # Input: coerce what came over HTTP (form strings, JSON values, uploads) to the field's type.
     def coerce(self, name: str, value: Any, types: list[str]) -> Any:
         problems = []
-        for type_name in types:
+        # "Array of A or Array of B" (sendMediaGroup's media) is one array whose items are A or B.
+        for alternative in [types] if _array_union(types) else [[t] for t in types]:
             try:
-                return self._coerce_one(value, type_name)
+                return self._coerce_one(value, alternative)
             except ValueError as exc:
                 problems.append(str(exc))
         if all(t in _SCALARS for t in types):
@@ -134,25 +177,30 @@ class Spec:
             raise _bad_request(f"can't parse {what} JSON object")
         raise _bad_request(f"can't parse {name}: {deepest}")
 
-    def _coerce_one(self, value: Any, type_name: str) -> Any:
+    def _coerce_one(self, value: Any, types: list[str]) -> Any:
+        type_name = types[0]
         if type_name in ("Integer", "Float", "Boolean", "String", "True"):
             return _coerce_scalar(value, type_name)
         if type_name == "InputFile":
-            if isinstance(value, str) or hasattr(value, "file"):
+            if isinstance(value, str | UploadedFile):
                 return value
             raise ValueError("expected a file or a file_id/URL string")
+        if isinstance(value, UploadedFile):
+            raise ValueError("not a JSON object")
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
                 raise ValueError("invalid JSON") from None
-        problem = self.check(value, [type_name], "")
+        problem = self.check(value, types, "")
         if problem:
             raise ValueError(problem)
         return value
 
     # Structure: is ``value`` a valid instance of one of ``types``? Returns a problem or None.
     def check(self, value: Any, types: list[str], path: str) -> str | None:
+        if _array_union(types):
+            return self._check_array_union(value, [t[len("Array of ") :] for t in types], path)
         problems = []
         for type_name in types:
             problem = self._check_one(value, type_name, path)
@@ -175,6 +223,16 @@ class Spec:
             ok = _is_scalar(value, type_name)
             return None if ok else f"{path or 'value'} must be of type {type_name}"
         return self._check_object(value, type_name, path)
+
+    def _check_array_union(self, value: Any, item_types: list[str], path: str) -> str | None:
+        if not isinstance(value, list):
+            return f"{path} must be an Array" if path else _NOT_OBJECT
+        for index, item in enumerate(value):
+            chosen = _by_type_field(item, item_types)
+            problem = self.check(item, [chosen] if chosen else item_types, f"{path}[{index}]")
+            if problem:
+                return problem
+        return None
 
     def _check_object(self, value: Any, type_name: str, path: str) -> str | None:
         fact = self.types.get(type_name)
@@ -213,6 +271,22 @@ def _depth(problem: str) -> int:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _array_union(types: list[str]) -> bool:
+    return len(types) > 1 and all(t.startswith("Array of ") for t in types)
+
+
+def _by_type_field(item: Any, types: list[str]) -> str | None:
+    """The alternative an object's "type" names: {"type": "photo"} among InputMedia* is InputMediaPhoto."""
+    if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+        return None
+    prefix = types[0]
+    for other in types[1:]:
+        while not other.startswith(prefix):
+            prefix = prefix[:-1]
+    name = prefix + "".join(part.capitalize() for part in item["type"].split("_"))
+    return name if name in types else None
 
 
 def _is_scalar(value: Any, type_name: str) -> bool:
@@ -280,6 +354,57 @@ class Chat:
             if getattr(self, key) is not None:
                 chat[key] = getattr(self, key)
         return chat
+
+
+@dataclass(repr=False)
+class UploadedFile:
+    """A file part of a multipart/form-data request, as the bot uploaded it."""
+
+    name: str  # the part's name: a parameter ("photo") or what an attach:// URI names
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"<upload {self.name}: {self.filename} {self.content_type}, {len(self.data)} bytes>"
+
+
+@dataclass(repr=False)
+class StoredFile:
+    """A file on Telegram's servers: a photo size, video, document, voice note or sticker, under its file_id."""
+
+    file_id: str
+    file_unique_id: str
+    kind: str  # TDLib's name for the type, as in "can't use file of type Document as Photo"
+    data: bytes
+    file_name: str | None = None
+    mime_type: str | None = None
+    width: int = 0
+    height: int = 0
+    duration: int = 0
+    emoji: str | None = None
+    photo: list[str] = field(default_factory=list)  # for a photo size: the file_ids of all the photo's sizes
+    file_path: str | None = None  # given by the first getFile, as in Telegram
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.file_id}: {len(self.data)} bytes>"
+
+
+@dataclass(repr=False)
+class Upload:
+    """A file the bot uploaded in a call that succeeded; ``file_id`` is what Telegram gave it (photos: the
+    largest size)."""
+
+    method: str
+    chat_id: int
+    field: str  # the parameter ("photo"), or for sendMediaGroup "media[i]"
+    file_name: str | None
+    mime_type: str | None
+    data: bytes
+    file_id: str
+
+    def __repr__(self) -> str:
+        return f"<{self.method} {self.field} {self.file_name!r}: {len(self.data)} bytes as {self.file_id}>"
 
 
 @dataclass
@@ -362,8 +487,13 @@ class TelegramEmulator:
         self._blocked: set[int] = set()
         self._ids = {"user": itertools.count(5_000_000_001), "group": itertools.count(4_000_000_001),
                      "super": itertools.count(1_002_000_000_001), "update": itertools.count(100_000_001),
-                     "query": itertools.count(4_700_000_000_000_000_001)}
+                     "query": itertools.count(4_700_000_000_000_000_001), "file": itertools.count(1),
+                     "album": itertools.count(13_900_000_000_000_001), "path": itertools.count(0)}
         self._updates: list[dict[str, Any]] = []
+        self._files: dict[str, StoredFile] = {}  # file_id → file, for everything sent by anyone
+        self._paths: dict[str, str] = {}  # file_path (given by getFile) → file_id
+        self._uploads: list[Upload] = []
+        self.downloads: list[str] = []  # file_path of every file the bot downloaded, oldest first
         self._allowed: frozenset[str] = DEFAULT_ALLOWED_UPDATES
         self._queries: dict[str, dict[str, Any]] = {}  # callback query id → {"answered": bool, ...}
         self._failures: dict[str, deque[_Failure]] = {}
@@ -383,7 +513,13 @@ class TelegramEmulator:
             "getChatMemberCount": self._get_chat_member_count, "leaveChat": self._leave_chat,
             "sendChatAction": self._send_chat_action, "setMyCommands": self._set_my_commands,
             "getMyCommands": self._get_my_commands, "deleteMyCommands": self._delete_my_commands,
+            "getFile": self._get_file, "editMessageCaption": self._edit_message_caption,
         }
+        # Methods that take uploads: they also get the file parts that attach:// URIs name.
+        self._upload_handlers: dict[str, Callable[[dict[str, Any], dict[str, UploadedFile]], Any]] = {
+            method: functools.partial(self._send_media, method) for method in _SEND_MEDIA
+        }
+        self._upload_handlers["sendMediaGroup"] = self._send_media_group
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -407,8 +543,10 @@ class TelegramEmulator:
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
         self._stopping = False
-        app = web.Application(client_max_size=50 * 1024 * 1024)
+        # Bigger than the upload limit, so an upload just over it is read and answered as Telegram does.
+        app = web.Application(client_max_size=MAX_UPLOAD + 8 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self._download)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -447,6 +585,19 @@ class TelegramEmulator:
     async def _not_found(self, request: web.Request) -> web.Response:
         return web.json_response(error_body("not-found-method"), status=404)
 
+    async def _download(self, request: web.Request) -> web.Response:
+        """``GET {api_root}/file/bot{token}/{file_path}``: the bytes of a file getFile gave this path to."""
+        if self.token is not None and request.match_info["token"] != self.token:
+            return web.json_response(error_body("unauthorized"), status=401)
+        path = request.match_info["path"]
+        file_id = self._paths.get(path)
+        if file_id is None:
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        self.downloads.append(path)
+        self._notify()
+        stored = self._files[file_id]
+        return web.Response(body=stored.data, content_type=stored.mime_type or "application/octet-stream")
+
     async def _handle(self, request: web.Request) -> web.Response:
         name = request.match_info["method"]
         try:
@@ -471,13 +622,21 @@ class TelegramEmulator:
         if method is None:
             raise _named("not-found-method")
         self._injected_failure(method, raw)
-        params = self._coerce_params(method, raw)
+        if any(isinstance(v, UploadedFile) and len(v.data) > MAX_UPLOAD for v in raw.values()):
+            raise ApiError(dict(_TOO_LARGE))  # api.telegram.org refuses the request before reading it
+        # File parts that are not parameters are what attach:// URIs inside parameters name.
+        fields = self.spec.fields(method)
+        files = {k: v for k, v in raw.items() if isinstance(v, UploadedFile) and k not in fields}
+        params = self._coerce_params(method, {k: v for k, v in raw.items() if k not in files})
         self.calls[position] = (method, params)  # the log shows values as the emulator understood them
+        upload_handler = self._upload_handlers.get(method)
         handler = self._handlers.get(method)
-        if handler is None:
+        if upload_handler is None and files:
+            raise _bad_request(f'unknown parameter "{next(iter(files))}"')
+        if handler is None and upload_handler is None:
             raise _bad_request("method not implemented by the emulator")
         self._check_limits(method, params)
-        result = handler(params)
+        result = handler(params) if handler is not None else upload_handler(params, files)
         if inspect.isawaitable(result):
             result = await result
         if self.self_check:
@@ -754,18 +913,103 @@ class TelegramEmulator:
         ``chat=None``: in their private chat with the bot (created on first use; writing unblocks the bot).
         Returns the stored Message; the bot receives a ``message`` update when Telegram would deliver one.
         """
+        sender, target = self._author(user, chat)
+        plain, entities = _user_text(text)
+        message = self._store(target, sender, plain, entities)
+        self._deliver(target, message)
+        return copy.deepcopy(message)
+
+    def _author(self, user: UserLike, chat: ChatLike | None) -> tuple[dict[str, Any], Chat]:
+        """Who writes where: their private chat (created on first use; writing unblocks the bot) or a group."""
         sender = self._user(user)
         if chat is None:
             target = self._private_chat(sender)
             self.unblock_bot(sender["id"])
-        else:
-            target = self._chat(chat)
-            if target.type == "channel":
-                raise ValueError("people do not write in channels: use channel_posts()")
-            if target.members.get(sender["id"]) not in PRESENT:
-                raise ValueError(f"{sender['first_name']} is not a member of {target.title!r}")
-        plain, entities = _user_text(text)
-        message = self._store(target, sender, plain, entities)
+            return sender, target
+        target = self._chat(chat)
+        if target.type == "channel":
+            raise ValueError("people do not write in channels: use channel_posts()")
+        if target.members.get(sender["id"]) not in PRESENT:
+            raise ValueError(f"{sender['first_name']} is not a member of {target.title!r}")
+        return sender, target
+
+    def user_sends_photo(
+        self,
+        user: UserLike,
+        data: bytes,
+        caption: str | None = None,
+        media_group_id: str | None = None,
+        chat: ChatLike | None = None,
+    ) -> dict[str, Any]:
+        """``user`` sends a photo (the image's bytes), like user_sends. The message carries ``photo``: two
+        PhotoSize, a thumbnail that fits in 90x90 and the full size, with the image's width and height when
+        Pillow can read it (else 1280x960 made up, and the thumbnail's bytes are the photo's).
+
+        ``caption`` gets entities as a text does, but no bot_command: captions are not commands. Messages
+        sent with the same ``media_group_id`` form an album: one message and one update each, as in Telegram.
+        """
+        return self._user_media(user, chat, "Photo", data, caption, media_group_id)
+
+    def user_sends_document(
+        self,
+        user: UserLike,
+        data: bytes,
+        file_name: str,
+        mime_type: str,
+        caption: str | None = None,
+        media_group_id: str | None = None,
+        chat: ChatLike | None = None,
+    ) -> dict[str, Any]:
+        """``user`` sends a file as a document (``document`` with file_name and mime_type), like user_sends_photo."""
+        return self._user_media(user, chat, "Document", data, caption, media_group_id, file_name=file_name,
+                                mime_type=mime_type)
+
+    def user_sends_video(
+        self,
+        user: UserLike,
+        data: bytes,
+        file_name: str = "video.mp4",
+        mime_type: str = "video/mp4",
+        caption: str | None = None,
+        media_group_id: str | None = None,
+        chat: ChatLike | None = None,
+        *,
+        width: int = 640,
+        height: int = 360,
+        duration: int = 1,
+    ) -> dict[str, Any]:
+        """``user`` sends a video (``video``; its size and duration are given, nothing reads the bytes)."""
+        return self._user_media(user, chat, "Video", data, caption, media_group_id, file_name=file_name,
+                                mime_type=mime_type, width=width, height=height, duration=duration)
+
+    def user_sends_voice(
+        self, user: UserLike, data: bytes, caption: str | None = None, chat: ChatLike | None = None, *,
+        duration: int = 1, mime_type: str = "audio/ogg",
+    ) -> dict[str, Any]:
+        """``user`` records a voice message (``voice``)."""
+        return self._user_media(user, chat, "VoiceNote", data, caption, None, mime_type=mime_type,
+                                duration=duration)
+
+    def user_sends_sticker(self, user: UserLike, data: bytes, emoji: str = "👍", chat: ChatLike | None = None
+                           ) -> dict[str, Any]:
+        """``user`` sends a sticker (``sticker``: a regular one; 512x512 unless Pillow reads the image)."""
+        return self._user_media(user, chat, "Sticker", data, None, None, emoji=emoji)
+
+    def _user_media(self, user: UserLike, chat: ChatLike | None, kind: str, data: bytes, caption: str | None,
+                    media_group_id: str | None, **facts: Any) -> dict[str, Any]:
+        sender, target = self._author(user, chat)
+        if not data:
+            raise ValueError("Telegram clients do not send empty files")
+        files = self._new_files(kind, data, **facts)
+        self._files.update((f.file_id, f) for f in files)
+        extra = _media_fields(files)
+        if caption is not None:
+            plain, entities = normalize(caption, [])
+            _set_optional(extra, "caption", plain)
+            _set_optional(extra, "caption_entities", _caption_entities(entities))
+        if media_group_id is not None:
+            extra["media_group_id"] = str(media_group_id)
+        message = self._store(target, sender, extra=extra)
         self._deliver(target, message)
         return copy.deepcopy(message)
 
@@ -835,8 +1079,32 @@ class TelegramEmulator:
         return copy.deepcopy(list(self._chat(chat_id).messages.values()))
 
     def sent_by_bot(self, chat_id: ChatLike) -> list[dict[str, Any]]:
+        """The bot's messages in the chat, as last left; media keep their objects (``media_bytes`` has the bytes)."""
         chat = self._chat(chat_id)
         return copy.deepcopy([m for mid, m in chat.messages.items() if mid in chat.by_bot])
+
+    def uploads(self) -> list[Upload]:
+        """Every file the bot uploaded (multipart/form-data) in a call that succeeded, oldest first, with its
+        bytes. Sending by file_id is no upload; refused calls upload nothing."""
+        return list(self._uploads)
+
+    @property
+    def upload_count(self) -> int:
+        return len(self._uploads)
+
+    def file_bytes(self, file_id: str) -> bytes:
+        """The bytes behind any file_id the emulator gave out (people's files and the bot's)."""
+        if file_id not in self._files:
+            raise KeyError(f"unknown file_id {file_id!r}")
+        return self._files[file_id].data
+
+    def media_bytes(self, message: dict[str, Any]) -> bytes:
+        """The bytes of a message's media: its largest photo size, document, video, voice note or sticker."""
+        for key in MEDIA_FIELDS:
+            if key in message:
+                media = message[key][-1] if key == "photo" else message[key]
+                return self.file_bytes(media["file_id"])
+        raise LookupError(f"message {message.get('message_id')} has no media")
 
     def chat(self, chat_id: ChatLike) -> dict[str, Any]:
         """The Bot API Chat object for a chat id, @username, or a chat/user dict."""
@@ -982,12 +1250,14 @@ class TelegramEmulator:
         of it and service messages only."""
         if not self.privacy_mode or chat.members.get(self.bot["id"]) in ("creator", "administrator"):
             return True
-        if "text" not in message:
-            return True
+        if "text" not in message and not any(key in message for key in MEDIA_FIELDS):
+            return True  # a service message
         if message.get("reply_to_message", {}).get("from", {}).get("id") == self.bot["id"]:
             return True
-        text, username = message["text"], self.bot["username"].lower()
-        for entity in message.get("entities", []):
+        # A caption is read like a text; it has no commands.
+        text = message.get("text", message.get("caption", ""))
+        username = self.bot["username"].lower()
+        for entity in message.get("entities", message.get("caption_entities", [])):
             part = _slice16(text, entity["offset"], entity["length"]).lower()
             if entity["type"] == "mention" and part == f"@{username}":
                 return True
@@ -1091,21 +1361,24 @@ class TelegramEmulator:
 
     # --- Bot API: messages ------------------------------------------------------------------------------------
 
-    def _formatted(self, p: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-        """Text and entities as Telegram stores them, or Telegram's error."""
-        parse_mode = p.get("parse_mode")
-        if parse_mode and "entities" not in p:
+    def _format(self, text: str, parse_mode: str | None, entities: list[dict[str, Any]] | None
+                ) -> tuple[str, list[dict[str, Any]]]:
+        """A text (or caption) and its entities as Telegram stores them, or Telegram's error for the formatting."""
+        if parse_mode and entities is None:
             if parse_mode.lower() in ("markdown", "markdownv2"):
                 raise _bad_request(f"parse_mode {parse_mode} is not implemented by the emulator: use HTML")
             if parse_mode.lower() != "html":
                 raise _bad_request("unsupported parse_mode")
         try:
-            text, entities = format_message(p["text"], parse_mode, p.get("entities"), self._resolve_user,
-                                            self.strict_ampersand)
+            return format_message(text, parse_mode, entities, self._resolve_user, self.strict_ampersand)
         except EntityParseError as exc:
-            prefix = "can't parse entities: " if "entities" not in p else ""
+            prefix = "can't parse entities: " if entities is None else ""
             message = str(exc)
             raise _bad_request(prefix + (message if prefix else message[:1].lower() + message[1:])) from None
+
+    def _formatted(self, p: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """Text and entities as Telegram stores them, or Telegram's error."""
+        text, entities = self._format(p["text"], p.get("parse_mode"), p.get("entities"))
         if not text:
             raise _named("bad-request-message-text-is-empty")
         if utf16_len(text) > MAX_TEXT_LENGTH:
@@ -1221,6 +1494,211 @@ class TelegramEmulator:
         self._notify()
         return True
 
+    # --- Bot API: media ---------------------------------------------------------------------------------------
+
+    def _caption(self, source: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """Caption and caption_entities of a send call or an InputMedia ("" when there is none)."""
+        if not source.get("caption"):
+            return "", []
+        text, entities = self._format(source["caption"], source.get("parse_mode"), source.get("caption_entities"))
+        return text, _caption_entities(entities)
+
+    def _input_file(self, value: str | UploadedFile, files: dict[str, UploadedFile], used: set[str]
+                    ) -> UploadedFile | StoredFile | None:
+        """What an InputFile parameter or InputMedia.media names; None for an attach:// without its part."""
+        if isinstance(value, UploadedFile):
+            return value
+        if value.startswith(ATTACH):
+            name = value[len(ATTACH) :]
+            used.add(name)
+            return files.get(name)
+        if re.match(r"https?://", value, re.IGNORECASE):
+            raise _bad_request("sending files by URL is not implemented by the emulator")
+        stored = self._files.get(value)
+        if stored is None:
+            raise _bad_request("wrong file identifier/HTTP URL specified")
+        return stored
+
+    def _media(self, source: UploadedFile | StoredFile, kind: str, facts: dict[str, Any]) -> list[StoredFile]:
+        """The files a message of ``kind`` carries: those of a file_id (of that type), or new ones for an upload."""
+        if isinstance(source, StoredFile):
+            if source.kind != kind:
+                raise _bad_request(f"can't use file of type {source.kind} as {kind}")
+            return [self._files[i] for i in source.photo] if source.photo else [source]
+        size = len(source.data)
+        if size == 0:
+            raise _bad_request("file must be non-empty")
+        if kind == "Photo" and size > MAX_PHOTO_UPLOAD:
+            raise _bad_request(f"file of size {size} bytes is too big for a photo; the maximum size is "
+                               f"{MAX_PHOTO_UPLOAD} bytes")
+        mime_type = source.content_type
+        if not mime_type or mime_type == "application/octet-stream":
+            mime_type = mimetypes.guess_type(source.filename or "")[0] or mime_type
+        if kind == "Video":
+            mime_type = mime_type if mime_type and mime_type.startswith("video/") else "video/mp4"
+        if kind == "VoiceNote":
+            mime_type = "audio/ogg"
+        return self._new_files(kind, source.data, file_name=source.filename, mime_type=mime_type,
+                               width=facts.get("width", 0), height=facts.get("height", 0),
+                               duration=facts.get("duration", 0), emoji=facts.get("emoji"))
+
+    def _keep(self, method: str, chat: Chat, field_name: str, source: UploadedFile | StoredFile,
+              media: list[StoredFile]) -> None:
+        """After a successful send: new files get their file_ids, uploads are recorded."""
+        if isinstance(source, StoredFile):
+            return
+        self._files.update((f.file_id, f) for f in media)
+        mime_type = media[-1].mime_type or source.content_type
+        self._uploads.append(Upload(method, chat.id, field_name, source.filename, mime_type, source.data,
+                                    media[-1].file_id))
+
+    def _media_extra(self, p: dict[str, Any], media: list[StoredFile], caption: str,
+                     entities: list[dict[str, Any]]) -> dict[str, Any]:
+        extra = _media_fields(media)
+        _set_optional(extra, "caption", caption)
+        _set_optional(extra, "caption_entities", entities)
+        if p.get("show_caption_above_media") and caption and media[0].kind in ("Photo", "Video"):
+            extra["show_caption_above_media"] = True
+        if p.get("has_spoiler") and media[0].kind in ("Photo", "Video"):
+            extra["has_media_spoiler"] = True
+        if p.get("protect_content"):
+            extra["has_protected_content"] = True
+        return extra
+
+    def _send_media(self, method: str, p: dict[str, Any], files: dict[str, UploadedFile]) -> dict[str, Any]:
+        """sendPhoto, sendVideo, sendDocument, sendVoice and sendSticker: an upload, an attach:// or a file_id."""
+        param, kind = _SEND_MEDIA[method]
+        used: set[str] = set()
+        source = self._input_file(p[param], files, used)
+        if source is None:
+            raise _bad_request(f"there is no {param} in the request")
+        for extra_param in ("thumbnail", "cover"):  # read (so their parts are used) and otherwise ignored
+            if isinstance(p.get(extra_param), str) and p[extra_param].startswith(ATTACH):
+                used.add(p[extra_param][len(ATTACH) :])
+        _check_all_used(files, used)
+        caption, entities = self._caption(p)
+        chat = self._target(p["chat_id"], posting=True)
+        if utf16_len(caption) > MAX_CAPTION_LENGTH:
+            raise _bad_request("message caption is too long")
+        media = self._media(source, kind, p)
+        markup = self._inline_markup(p)
+        reply_to = self._replied(chat, p.get("reply_parameters"))
+        message = self._store(chat, self.bot, reply_markup=markup, reply_to=reply_to,
+                              extra=self._media_extra(p, media, caption, entities), by_bot=True)
+        self._keep(method, chat, param, source, media)
+        return copy.deepcopy(message)
+
+    def _send_media_group(self, p: dict[str, Any], files: dict[str, UploadedFile]) -> list[dict[str, Any]]:
+        """An album: 2-10 photos and videos, or documents only; one message each, sharing a media_group_id."""
+        items = p["media"]
+        if not items:
+            raise _bad_request("there are no messages to send")
+        if len(items) > MEDIA_GROUP_SIZE[1]:
+            raise _bad_request("too many messages to send as an album")
+        if len(items) < MEDIA_GROUP_SIZE[0]:
+            raise _bad_request("media must include 2-10 items (Telegram would send a single item as a lone "
+                               "message; the emulator is stricter)")
+        used: set[str] = set()
+        parts: list[tuple[dict[str, Any], str, UploadedFile | StoredFile, str, list[dict[str, Any]]]] = []
+        for item in items:
+            kind = _ALBUM_KINDS.get(item["type"])
+            # The spec has no values for "type": any InputMedia* shape passes it, Telegram's server decides.
+            if item["type"] == "animation":
+                raise _bad_request('can\'t parse InputMedia: type "animation" can\'t be used in sendMediaGroup')
+            if item["type"] not in ("audio", "live_photo") and kind is None:
+                raise _bad_request(f'can\'t parse InputMedia: type "{item["type"]}" is unsupported')
+            if kind is None:  # audio and live photos: in the spec, not in the emulator
+                raise _bad_request(f'InputMedia of type "{item["type"]}" is not implemented by the emulator')
+            try:
+                caption, entities = self._caption(item)
+            except ApiError as exc:  # Telegram names where the fault is
+                detail = exc.body["description"].removeprefix("Bad Request: ")
+                raise _bad_request(f"can't parse InputMedia: {detail[:1].upper()}{detail[1:]}") from None
+            source = self._input_file(item["media"], files, used)
+            if source is None:
+                raise _bad_request("can't parse InputMedia: media not found")
+            for extra_param in ("thumbnail", "cover"):
+                if item.get(extra_param, "").startswith(ATTACH):
+                    used.add(item[extra_param][len(ATTACH) :])
+            parts.append((item, kind, source, caption, entities))
+        _check_all_used(files, used)
+        kinds = {kind for _, kind, _, _, _ in parts}
+        if "Document" in kinds and len(kinds) > 1:
+            raise _bad_request("document can't be mixed with other media types")
+        chat = self._target(p["chat_id"], posting=True)
+        if any(utf16_len(caption) > MAX_CAPTION_LENGTH for _, _, _, caption, _ in parts):
+            raise _bad_request("message caption is too long")
+        media = [self._media(source, kind, item) for item, kind, source, _, _ in parts]
+        reply_to = self._replied(chat, p.get("reply_parameters"))
+        album = str(next(self._ids["album"]))
+        sent = []
+        for index, ((item, _, source, caption, entities), files_of_item) in enumerate(zip(parts, media, strict=True)):
+            extra = self._media_extra({**item, "protect_content": p.get("protect_content")}, files_of_item, caption,
+                                      entities)
+            extra["media_group_id"] = album
+            sent.append(self._store(chat, self.bot, reply_to=reply_to, extra=extra, by_bot=True))
+            self._keep("sendMediaGroup", chat, f"media[{index}]", source, files_of_item)
+        return copy.deepcopy(sent)
+
+    def _get_file(self, p: dict[str, Any]) -> dict[str, Any]:
+        stored = self._files.get(p["file_id"])
+        if stored is None:
+            # The Bot API server's words (TdOnCheckRemoteFileIdCallback); the vendored
+            # bad-request-invalid-file-id ("invalid file id") is an older wording.
+            raise _bad_request("invalid file_id")
+        if len(stored.data) > MAX_DOWNLOAD_SIZE:
+            raise _named("bad-request-file-too-big")
+        if stored.file_path is None:
+            stored.file_path = f"{_FOLDERS[stored.kind]}/file_{next(self._ids['path'])}{_extension(stored)}"
+            self._paths[stored.file_path] = stored.file_id
+        return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": len(stored.data),
+                "file_path": stored.file_path}
+
+    def _edit_message_caption(self, p: dict[str, Any]) -> dict[str, Any]:
+        _, message = self._editable(p)
+        if not any(key in message for key in MEDIA_FIELDS):
+            raise _bad_request("there is no caption in the message to edit")
+        caption, entities = self._caption(p)
+        if utf16_len(caption) > MAX_CAPTION_LENGTH:
+            raise _bad_request("message caption is too long")
+        # Editing the caption without reply_markup removes the inline keyboard, as editing a text does.
+        markup = self._inline_markup(p)
+        above = bool(p.get("show_caption_above_media")) and bool(caption)
+        old = (message.get("caption", ""), message.get("caption_entities", []), message.get("reply_markup"),
+               message.get("show_caption_above_media", False))
+        if (caption, entities, markup, above) == old:
+            raise _named("bad-request-message-not-modified")
+        _set_optional(message, "caption", caption)
+        _set_optional(message, "caption_entities", entities)
+        _set_optional(message, "reply_markup", markup)
+        _set_optional(message, "show_caption_above_media", above)
+        return self._edited(message)
+
+    def _new_files(self, kind: str, data: bytes, *, file_name: str | None = None, mime_type: str | None = None,
+                   width: int = 0, height: int = 0, duration: int = 0, emoji: str | None = None) -> list[StoredFile]:
+        """New files on Telegram's servers (not yet known by file_id): a photo's two sizes, or one file."""
+        if kind == "Photo":
+            image = _image_facts(data)
+            full_size = image[:2] if image else (1280, 960)
+            small_size = image[2:4] if image else _fit(full_size, THUMBNAIL_BOX)
+            small_data = image[4] if image else data
+            sizes = [self._stored("Photo", small_data, width=small_size[0], height=small_size[1]),
+                     self._stored("Photo", data, width=full_size[0], height=full_size[1])]
+            for size in sizes:
+                size.photo = [s.file_id for s in sizes]
+            return sizes
+        if kind == "Sticker":
+            image = _image_facts(data)
+            width, height = image[:2] if image else (512, 512)
+        return [self._stored(kind, data, file_name=file_name, mime_type=mime_type, width=width, height=height,
+                             duration=duration, emoji=emoji)]
+
+    def _stored(self, kind: str, data: bytes, **facts: Any) -> StoredFile:
+        serial = next(self._ids["file"])
+        token = base64.urlsafe_b64encode(struct.pack(">IQ", serial, self.bot["id"])).decode().rstrip("=")
+        unique = base64.urlsafe_b64encode(struct.pack(">I", serial)).decode().rstrip("=")
+        return StoredFile(_FILE_ID_PREFIXES[kind] + token, "AQAD" + unique, kind, data, **facts)
+
     # --- Bot API: the bot ---------------------------------------------------------------------------------------
 
     def _get_me(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -1269,6 +1747,85 @@ def _public_user(user: dict[str, Any]) -> dict[str, Any]:
     """A User as it appears inside messages (getMe's extra fields only come from getMe)."""
     return {k: user[k] for k in ("id", "is_bot", "first_name", "last_name", "username", "language_code")
             if k in user}
+
+
+def _caption_entities(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Captions are not commands: no bot_command entities in them."""
+    return [e for e in entities if e["type"] != "bot_command"]
+
+
+def _media_object(stored: StoredFile) -> dict[str, Any]:
+    """The Bot API object for a file: PhotoSize, Video, Document, Voice or Sticker."""
+    base: dict[str, Any] = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id}
+    if stored.kind == "Photo":
+        return {**base, "width": stored.width, "height": stored.height, "file_size": len(stored.data)}
+    if stored.kind == "Sticker":
+        head = stored.data[:4]
+        base.update(type="regular", width=stored.width, height=stored.height, is_animated=head[:2] == b"\x1f\x8b",
+                    is_video=head == b"\x1a\x45\xdf\xa3")
+        if stored.emoji:
+            base["emoji"] = stored.emoji
+        return {**base, "file_size": len(stored.data)}
+    if stored.kind == "Video":
+        base.update(width=stored.width, height=stored.height, duration=stored.duration)
+    if stored.kind == "VoiceNote":
+        base["duration"] = stored.duration
+    if stored.file_name and stored.kind in ("Video", "Document"):
+        base["file_name"] = stored.file_name
+    if stored.mime_type:
+        base["mime_type"] = stored.mime_type
+    return {**base, "file_size": len(stored.data)}
+
+
+def _media_fields(files: list[StoredFile]) -> dict[str, Any]:
+    """The Message fields that carry ``files`` (a photo: all its sizes, smallest first)."""
+    key = _MESSAGE_FIELD[files[0].kind]
+    objects = [_media_object(f) for f in files]
+    return {key: objects if key == "photo" else objects[0]}
+
+
+def _check_all_used(files: dict[str, UploadedFile], used: set[str]) -> None:
+    """A file part that no attach:// names is an unknown parameter (Telegram would ignore it)."""
+    for name in files:
+        if name not in used:
+            raise _bad_request(f'unknown parameter "{name}"')
+
+
+def _fit(size: tuple[int, int], box: int) -> tuple[int, int]:
+    width, height = size
+    scale = min(1.0, box / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _image_facts(data: bytes) -> tuple[int, int, int, int, bytes] | None:
+    """(width, height, thumbnail width, thumbnail height, thumbnail JPEG) when Pillow reads ``data``."""
+    if Image is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's warnings about odd images are no concern here
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                small = image.convert("RGB")
+                small.thumbnail((THUMBNAIL_BOX, THUMBNAIL_BOX))
+                out = io.BytesIO()
+                small.save(out, "JPEG")
+    except Exception:  # anything Pillow cannot read is not an image to it: sizes are made up
+        return None
+    return width, height, small.width, small.height, out.getvalue()
+
+
+def _extension(stored: StoredFile) -> str:
+    """The file_path suffix Telegram gives: .jpg for photos, the name's or the type's for others."""
+    if stored.kind == "Photo":
+        return ".jpg"
+    if stored.kind == "VoiceNote":
+        return ".oga"
+    suffix = Path(stored.file_name or "").suffix
+    if suffix:
+        return suffix.lower()
+    guessed = mimetypes.guess_extension(stored.mime_type or "") if stored.mime_type else None
+    return guessed or {"Video": ".mp4", "Sticker": ".webp"}.get(stored.kind, "")
 
 
 def _user_text(text: str) -> tuple[str, list[dict[str, Any]]]:
@@ -1349,10 +1906,16 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
             params.update(body)
         return params
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        for key, value in (await request.post()).items():
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(dict(_TOO_LARGE)) from None
+        for key, value in form.items():
             # aiohttp gives the bytes of multipart parts that are not text/* and not files (e.g. JSON parts).
             if isinstance(value, bytes | bytearray):
                 value = bytes(value).decode("utf-8", errors="replace")
+            elif isinstance(value, web.FileField):
+                value = UploadedFile(key, value.filename, value.content_type, value.file.read())
             params[key] = value
         return params
     await request.read()  # Telegram ignores bodies of other types
@@ -1523,7 +2086,9 @@ def _pick_button(message: dict[str, Any], what: str) -> str:
 def _render(message: dict[str, Any]) -> str:
     author = message.get("from", {}).get("first_name") or message.get("sender_chat", {}).get("title", "?")
     edited = " (edited)" if "edit_date" in message else ""
-    body = message.get("text") or json.dumps({k: v for k, v in message.items() if k.startswith("migrate")})
+    media = next((f"[{key}]" for key in MEDIA_FIELDS if key in message), "")
+    body = message.get("text") or " ".join(filter(None, [media, message.get("caption")])) or json.dumps(
+        {k: v for k, v in message.items() if k.startswith("migrate")})
     lines = [f"#{message['message_id']} {author}{edited}: {body}"]
     for row in message.get("reply_markup", {}).get("inline_keyboard", []):
         lines.append("    " + "  ".join(f"[{b['text']} → {b.get('callback_data', b.get('url', ''))}]" for b in row))
@@ -1573,6 +2138,9 @@ __all__ = [
     "Limits",
     "ManualConsole",
     "Spec",
+    "StoredFile",
     "TelegramEmulator",
+    "Upload",
+    "UploadedFile",
     "error_body",
 ]
