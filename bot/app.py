@@ -18,6 +18,7 @@ from bot.intake import FairIntake
 from bot.keys import AccountKey
 from bot.language import LinguaDetector
 from bot.logs import redact
+from bot.media import MediaStore, Shelf
 from bot.networks import Needs, by_name
 from bot.outbox import OutboxWorker, concurrency_for
 from bot.pacing import Pacer, Rates
@@ -46,10 +47,12 @@ class StartupError(Exception):
     """A network refused to start (wrong token or password, no such room): one line for the operator."""
 
 
-def build_networks(settings: Settings, state: StateRepository, pacers: dict[str, Pacer]) -> dict[str, Network]:
+def build_networks(
+    settings: Settings, state: StateRepository, pacers: dict[str, Pacer], media: Shelf
+) -> dict[str, Network]:
     networks: dict[str, Network] = {}
     for name, section in settings.networks.items():
-        needs = Needs(settings, state, settings.database.parent, concurrency_for({name: pacers[name]}))
+        needs = Needs(settings, state, settings.database.parent, concurrency_for({name: pacers[name]}), media)
         networks[name] = by_name(name).build(section, needs)
     return networks
 
@@ -102,7 +105,8 @@ class Relay:
             raise StartupError(str(error)) from None
         repos = Repositories.over(self.db)
         pacers = {name: Pacer(rates) for name, rates in (self.rates or rates_for(settings)).items()}
-        self.networks = self.networks or build_networks(settings, repos.state, pacers)
+        media = Shelf(MediaStore(files.media_folder(settings.database)))
+        self.networks = self.networks or build_networks(settings, repos.state, pacers, media)
         for name, network in self.networks.items():
             log.info("starting %s", name)
             try:
@@ -110,7 +114,8 @@ class Relay:
             except Exception as error:
                 raise StartupError(redact(f"{name} did not start: {error}", settings)) from None
         # What the networks wrote (the Matrix store) included.
-        files.tighten(settings.database, [folder for name in settings.networks for folder in by_name(name).folders])
+        files.tighten(settings.database, [files.MEDIA_FOLDER,
+                                          *(folder for name in settings.networks for folder in by_name(name).folders)])
         translator = self.translator or make_translator(settings)
         translating = None
         if translator is not None:
@@ -125,6 +130,7 @@ class Relay:
                 retention_days=settings.retention_days,
                 moderators=settings.moderators,
                 letters_per_day=settings.letters_per_day,
+                media_max_bytes=int(settings.media_max_mb * 1024 * 1024),
             ),
             repos=repos,
             networks=self.networks,
@@ -135,6 +141,7 @@ class Relay:
             translating=translating,
             hasher=AccountKey.load_or_create(files.key_path(settings.database)),
             events=effects.subscribe(DomainEvents()),
+            media=media,
         )
         self.worker = OutboxWorker(self.ctx, {name: pacers[name] for name in self.networks})
         self.ctx.wake_delivery = self._wake_delivery

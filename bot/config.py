@@ -38,6 +38,7 @@ class Settings:
     letters_per_day: int = 20
     # "network:account" (each network's moderator_example); empty: every member of a moderation room moderates.
     moderators: frozenset[str] = field(default=frozenset(), repr=False)
+    media_max_mb: float = 20.0  # larger photos, videos and documents are refused before any download
 
     def section(self, network: str) -> Any | None:
         """One network's settings, None when it is not configured."""
@@ -63,6 +64,8 @@ class Settings:
             letters_per_day=int(reader.number("LETTERS_PER_DAY", 20, minimum=1, maximum=100_000, unit="letters",
                                               whole=True)),
             moderators=_moderators(reader),
+            # 20 MB: what Telegram's cloud Bot API lets a bot download; 50 MB: what it lets a bot upload.
+            media_max_mb=reader.number("MEDIA_MAX_MB", 20.0, minimum=0.1, maximum=50, unit="MB"),
         )
         if not settings.networks:
             first, *others = (network.switch for network in NETWORKS if network.moderates)

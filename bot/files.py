@@ -20,6 +20,13 @@ FILE_MODE = 0o600
 SIDECARS = ("-wal", "-shm", "-journal")
 
 
+MEDIA_FOLDER = "media"  # the letters' media, by content hash
+
+
+def media_folder(database: Path) -> Path:
+    return database.parent / MEDIA_FOLDER
+
+
 def key_path(database: Path) -> Path:
     return database.parent / "ban.key"
 

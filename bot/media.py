@@ -12,6 +12,7 @@ other file goes on as it came and says so (`metadata_removed=False`), for the ca
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -19,13 +20,17 @@ import re
 import struct
 import tempfile
 import threading
+import time
 import unicodedata
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
+
+from handlers.events import VIDEO, Media
+from handlers.ports import MediaRefused  # a file that claims to be a picture but cannot be cleaned
 
 # Phone cameras take 12 to 50 megapixels; a picture that decodes into more (all its frames together) is refused
 # rather than let a few kilobytes of crafted file take gigabytes of memory. Pillow's own limit (89 million, an
@@ -75,16 +80,6 @@ _NAME_RESERVED = re.compile(r'[<>:"|?*]')
 _NAME_SPACES = re.compile(r"\s+")
 NAME_STEM_LENGTH = 100
 NAME_SUFFIX_LENGTH = 16
-
-
-class MediaRefused(Exception):
-    """A file that claims to be a picture but that cannot be cleaned: too large, damaged, or crafted.
-
-    `reason` is one of this module's constants; it says nothing about the file or who sent it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -367,3 +362,33 @@ class MediaStore:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+# A file younger than this may belong to a letter whose transaction is still open.
+SPARE_SECONDS = 600.0
+
+
+class Shelf:
+    """The handlers' media shelf (handlers.ports.MediaShelf): clean, then keep by hash. Cleaning runs in a thread:
+    re-encoding a 12-megapixel photo takes a few hundred milliseconds the event loop must not wait for."""
+
+    def __init__(self, store: MediaStore) -> None:
+        self.store = store
+
+    async def keep(self, data: bytes, mime_type: str | None, file_name: str | None, kind: str) -> Media:
+        cleaned = await asyncio.to_thread(clean, data, mime_type, file_name)
+        if cleaned.kind == "document" and kind == VIDEO:
+            cleaned = replace(cleaned, kind=VIDEO)  # the network knew it as a video (a file type we do not sniff)
+        digest = await asyncio.to_thread(self.store.put, cleaned.data)
+        return Media(digest, cleaned.kind, cleaned.mime_type, None, cleaned.metadata_removed, len(cleaned.data))
+
+    def read(self, digest: str) -> bytes:
+        return self.store.get(digest)
+
+    def sweep(self, referenced: set[str]) -> int:
+        swept = 0
+        spare_after = time.time() - SPARE_SECONDS
+        for digest in self.store.digests():
+            if digest not in referenced and self.store.path(digest).stat().st_mtime < spare_after:
+                swept += self.store.delete(digest)
+        return swept

@@ -58,7 +58,8 @@ def render(
     footer = _footer(ctx, letter, letter_text, platform, language)
     network = ctx.network(platform)
     limit = network.max_text_length - BROADCAST_OVERHEAD
-    bodies = [part.strip() for part in split_text(letter_text.text, limit, network.text_length)]
+    # A picture without a caption is still one message: the picture under the title.
+    bodies = [part.strip() for part in split_text(letter_text.text, limit, network.text_length)] or [""]
     title = _("✊ Letter of solidarity #{number}").format(number=letter.id)
     return [
         OutgoingMessage(

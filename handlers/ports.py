@@ -131,9 +131,10 @@ class MediaShelf(Protocol):
 
     def read(self, digest: str) -> bytes: ...
 
-    def digests(self) -> list[str]: ...
-
-    def drop(self, digest: str) -> None: ...
+    def sweep(self, referenced: set[str]) -> int:
+        """Delete the stored files no letter carries (`referenced` names those that one does); returns how many.
+        A file stored moments ago is spared: its letter may not be committed yet."""
+        ...
 
 
 class TranslationError(Exception):

@@ -54,6 +54,7 @@ async def purge(ctx: Context) -> Purged:
         guards += batch
         await asyncio.sleep(PAUSE_BETWEEN_BATCHES)
     await ctx.repos.subscriptions.drop_requests(now - REQUEST_DAYS * DAY)
+    await sweep_media(ctx)
     purged = Purged(letters, accounts, guards)
     if purged.anything:
         await ctx.repos.db.checkpoint()
@@ -117,6 +118,7 @@ async def forget(ctx: Context, message: IncomingMessage, command: Command) -> No
     withdrawn = await _withdraw_pending(ctx, platform, user_id)
     forgotten = await ctx.repos.privacy.forget(platform, user_id, ctx.clock.now())
     await ctx.repos.db.checkpoint()
+    await sweep_media(ctx)
     await _forget_chat(ctx, message)
     log.info("forget: an account was forgotten (%d letter(s) unlinked, %d withdrawn)", forgotten.letters,
              len(withdrawn))
@@ -129,6 +131,14 @@ async def forget(ctx: Context, message: IncomingMessage, command: Command) -> No
         len(withdrawn),
     ).format(count=len(withdrawn))
     await answer(ctx, message, text)
+
+
+async def sweep_media(ctx: Context) -> None:
+    """The files of letters that lost their media (rejected or withdrawn, once unlinked) leave the disk."""
+    if ctx.media is not None:
+        swept = ctx.media.sweep(await ctx.repos.media.referenced())
+        if swept:
+            log.info("retention: %d media file(s) no letter carries any more deleted", swept)
 
 
 async def _forget_chat(ctx: Context, message: IncomingMessage) -> None:

@@ -28,6 +28,10 @@ class KeyValue(Protocol):
     async def put(self, key: str, value: str) -> None: ...
 
 
+class MediaReader(Protocol):
+    def read(self, digest: str) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Needs:
     """What the composition root hands a network to build its transport with."""
@@ -36,6 +40,7 @@ class Needs:
     state: KeyValue  # a small key-value table in the bot's database
     data_dir: Path  # the bot's data folder (0700), for files of the network's own
     concurrency: int  # sends the outbox worker may have in flight on this network
+    media: MediaReader  # the bot's media store, for the files cards and letters carry
 
 
 class NetworkModule(Protocol):

@@ -78,7 +78,8 @@ class TelegramNetwork:
     def build(self, section: TelegramSettings, needs: Needs) -> Network:
         from bot.transports.telegram import TelegramTransport
 
-        return TelegramTransport(section, connection_pool_size=needs.concurrency + SPARE_CONNECTIONS)
+        return TelegramTransport(section, connection_pool_size=needs.concurrency + SPARE_CONNECTIONS,
+                                 state=needs.state, media=needs.media)
 
     async def check(self, section: TelegramSettings, settings: Settings) -> list[str]:
         from bot.transports.telegram import TelegramTransport

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from telegram import (
     CallbackQuery,
@@ -28,11 +30,14 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 from telegram.request import HTTPXRequest
 
 from bot.markup import render_telegram_html
+from bot.networks.base import KeyValue, MediaReader
 from bot.networks.telegram import TelegramSettings
 from bot.networks.telegram import owns as owns_reference
+from bot.transports.telegram_media import MAX_CAPTION, TelegramMedia, attachments_of
 from bot.transports.telegram_updates import TolerantBot
 from handlers.events import (
     ActionPressed,
+    Attachment,
     ChatKind,
     ChatRef,
     Event,
@@ -69,7 +74,10 @@ class TelegramTransport:
     # Buttons with private answers; a scrub is an edit, which replaces the text in place.
     capabilities = frozenset({Capability.BUTTONS, Capability.PRESS_ANSWERS, Capability.SCRUB_IN_PLACE})
 
-    def __init__(self, settings: TelegramSettings, connection_pool_size: int = 16) -> None:
+    def __init__(
+        self, settings: TelegramSettings, connection_pool_size: int = 16, state: KeyValue | None = None,
+        media: MediaReader | None = None,
+    ) -> None:
         self.settings = settings
         bot = TolerantBot(
             token=settings.token,
@@ -79,6 +87,7 @@ class TelegramTransport:
             get_updates_request=HTTPXRequest(connection_pool_size=1),
         )
         self.application: Application = ApplicationBuilder().bot(bot).build()
+        self.media = TelegramMedia(bot, state, media)
         self._dispatch: Dispatch | None = None
         self._handling: set[asyncio.Future[None]] = set()
         self._bot_id: int | None = None
@@ -163,19 +172,45 @@ class TelegramTransport:
     async def send(self, message: OutgoingMessage) -> RemoteRef:
         """One message, sent at once: the outbox worker paced it (Telegram has no idempotent sends, so a retry
         after a lost answer can post twice; the worker retries only what is not recorded as sent)."""
+        options = {
+            "disable_notification": message.silent,
+            "allow_paid_broadcast": True if message.broadcast and self.settings.paid_broadcast else None,
+        }
         try:
+            if message.media:
+                return await self._send_with_media(message, options)
             sent = await self.bot.send_message(
                 chat_id=_chat_id(message.chat_id),
                 text=render_telegram_html(message.title, message.text, message.footer, message.quoted),
                 parse_mode=ParseMode.HTML,
                 reply_markup=_keyboard(message),
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
-                disable_notification=message.silent,
-                allow_paid_broadcast=True if message.broadcast and self.settings.paid_broadcast else None,
+                **options,
             )
         except TelegramError as error:
             raise normalise(error) from error
         return RemoteRef(PLATFORM, str(sent.chat_id), str(sent.message_id))
+
+    async def _send_with_media(self, message: OutgoingMessage, options: dict[str, Any]) -> RemoteRef:
+        """A letter: its media with the text as caption. A card: its media, then its text with the buttons, which
+        is the card's message (edited as decisions come; a caption could not hold it)."""
+        if message.broadcast:
+            sent = await self.media.send_letter(message, options)
+            return RemoteRef(PLATFORM, str(sent[-1].chat_id), str(sent[-1].message_id))
+        shown = await self.media.send_bare(message.chat_id, message.media, options)
+        card = await self.bot.send_message(
+            chat_id=_chat_id(message.chat_id),
+            text=render_telegram_html(message.title, message.text, message.footer, message.quoted),
+            parse_mode=ParseMode.HTML, reply_markup=_keyboard(message),
+            link_preview_options=LinkPreviewOptions(is_disabled=True), **options)
+        await self.media.remember_card_media(str(card.chat_id), card.message_id, [m.message_id for m in shown])
+        return RemoteRef(PLATFORM, str(card.chat_id), str(card.message_id))
+
+    async def fetch(self, attachment: Attachment) -> bytes:
+        try:
+            return await self.media.fetch(attachment)
+        except TelegramError as error:
+            raise normalise(error) from error
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
         try:
@@ -196,8 +231,9 @@ class TelegramTransport:
 
     async def scrub(self, ref: RemoteRef, message: OutgoingMessage) -> None:
         """Show `message` instead of what `ref` showed, leaving nothing of the old text (Telegram keeps no edit
-        history for others to read): an edit."""
-        await self.edit(ref, message)
+        history for others to read): an edit; the card's media messages are deleted."""
+        await self.edit(ref, replace(message, media=()))
+        await self.media.delete_card_media(ref.chat_id, int(ref.message_id))
 
     async def role_of(self, chat_id: str, user_id: str) -> Role:
         try:
@@ -366,8 +402,9 @@ def _edited(message: Message) -> MessageEdited | None:
 
 
 def _incoming(update_id: int, message: Message) -> IncomingMessage:
-    text = _text(message.text)
-    content_kind = "text" if text is not None else _content_kind(message)
+    attachments = attachments_of(message)
+    text = _text(message.caption if attachments else message.text)
+    content_kind = "text" if text is not None and not attachments else _content_kind(message)
     return IncomingMessage(
         event_id=f"message:{message.chat_id}:{message.message_id}",
         chat=_chat_ref(message.chat),
@@ -377,7 +414,9 @@ def _incoming(update_id: int, message: Message) -> IncomingMessage:
         received_at=message.date.timestamp(),
         content_kind=content_kind,
         length=utf16_len(text) if text else 0,
-        limit=MAX_TEXT,
+        limit=MAX_CAPTION if attachments else MAX_TEXT,
+        attachments=attachments,
+        media_group=message.media_group_id if attachments else None,
     )
 
 
