@@ -44,7 +44,7 @@ class EmailNetwork:
     def build(self, section: EmailSettings, needs: Needs) -> Network:
         from bot.transports.email import EmailTransport
 
-        return EmailTransport(section, needs.state, keep_days=needs.settings.retention_days)
+        return EmailTransport(section, needs.state, keep_days=needs.settings.retention_days, media=needs.media)
 
     async def check(self, section: EmailSettings, settings: Settings) -> list[str]:
         from bot.transports.email import EmailTransport

@@ -29,11 +29,12 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from bot.networks.base import KeyValue
+from bot.networks.base import KeyValue, MediaReader
 from bot.networks.email_settings import EmailSettings
 from bot.transports.email_inbox import Inbox
 from bot.transports.email_message import (
     IncomingMail,
+    MailFile,
     Thread,
     command_of,
     letter_mail,
@@ -44,8 +45,21 @@ from bot.transports.email_message import (
     sender_of,
 )
 from bot.transports.email_sender import MailSender
-from handlers.events import COMMAND, ChatKind, ChatRef, IncomingMessage, OutgoingMessage, RemoteRef, Role, UserRef
-from handlers.ports import Capability, DeliveryError, Dispatch
+from handlers.events import (
+    COMMAND,
+    DOCUMENT,
+    IMAGE,
+    VIDEO,
+    Attachment,
+    ChatKind,
+    ChatRef,
+    IncomingMessage,
+    OutgoingMessage,
+    RemoteRef,
+    Role,
+    UserRef,
+)
+from handlers.ports import Capability, DeliveryError, Dispatch, MediaRefused
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +134,11 @@ class EmailTransport:
 
     def __init__(
         self, settings: EmailSettings, state: KeyValue, tls: ssl.SSLContext | None = None, keep_days: float = 30.0,
+        media: MediaReader | None = None,
     ) -> None:
+        self.media = media
+        # The files of the mail being handled, by attachment ref: `fetch` hands them over, then they are dropped.
+        self._files: dict[str, bytes] = {}
         self.settings = settings
         self.keep_days = max(keep_days, 1.0)  # IMAP knows a mail's day of arrival, not its hour
         self.state = state
@@ -187,7 +205,10 @@ class EmailTransport:
         event = await asyncio.to_thread(self.event_of, raw, self.inbox.position_of(uid)) if raw is not None else None
         if event is not None:
             assert self._dispatch is not None
-            await self._dispatch(event)
+            try:
+                await self._dispatch(event)
+            finally:
+                self._files.clear()
         await self.inbox.handled(uid)
 
     async def _sweep(self) -> None:
@@ -247,7 +268,7 @@ class EmailTransport:
         elif mail.unreadable is not None:
             text, kind = None, NOT_TEXT
         elif not mail.text.strip() and mail.attachments:
-            text, kind = None, NOT_TEXT  # the attachment was the letter: a subject alone is no letter of it
+            text = None  # the attachment is the letter: a subject alone is no caption of it
         else:
             # In a reply to the bot ("Re: ✊ Letter of solidarity #3") the subject is the bot's words, not theirs.
             text = letter_text(mail, keep_subject=not answers_bot)
@@ -261,8 +282,23 @@ class EmailTransport:
             content_kind=kind,
             length=len(text or ""),
             sender_proven=proven,
-            left_out=mail.attachments if kind == "text" else (),
+            attachments=self._attachments(mail.files, thread.position) if kind == "text" else (),
         )
+
+    def _attachments(self, files: tuple[MailFile, ...], position: str) -> tuple[Attachment, ...]:
+        attachments = []
+        for index, file in enumerate(files):
+            ref = f"{position}/{index}"
+            self._files[ref] = file.data
+            attachments.append(Attachment(_kind_of(file.mime_type), file.mime_type, len(file.data), file.name, ref))
+        return tuple(attachments)
+
+    async def fetch(self, attachment: Attachment) -> bytes:
+        """An attachment of the mail being handled (the mail was read whole: nothing to download)."""
+        data = self._files.get(attachment.ref)
+        if data is None:
+            raise MediaRefused("the mail it came with is no longer being handled")
+        return data
 
     async def stop_receiving(self) -> None:
         self._stopping = True
@@ -298,6 +334,7 @@ class EmailTransport:
             code = self.proof.unsubscribe_code(to)
             mail = letter_mail(bot, to, message.title or _subject_of(message.text), body, None, bot,
                                unsubscribe_subject=f"unsubscribe {code}")
+            self._attach(mail, message)
         elif thread is not None:
             # The answer goes to the chat's address whatever the stored thread says.
             text = "\n\n".join(part for part in (message.title, body) if part)
@@ -307,6 +344,13 @@ class EmailTransport:
         del mail["Message-ID"]
         mail["Message-ID"] = self.proof.message_id(to, self.settings.domain, message.idempotency_key)
         return mail
+
+    def _attach(self, mail: EmailMessage, message: OutgoingMessage) -> None:
+        for item in message.media:
+            assert self.media is not None, "media to send, but no media store"
+            maintype, _, subtype = item.mime_type.partition("/")
+            mail.add_attachment(self.media.read(item.digest), maintype=maintype or "application",
+                                subtype=subtype or "octet-stream", filename=item.file_name or "file")
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
         # Nothing the bot sends by mail is ever edited (cards and progress live in the moderation rooms).
@@ -374,6 +418,12 @@ class EmailTransport:
         )
         async with client:
             await client.login(self.settings.user, self.settings.password)
+
+
+def _kind_of(mime_type: str) -> str:
+    if mime_type.startswith("image/"):
+        return IMAGE
+    return VIDEO if mime_type.startswith("video/") else DOCUMENT
 
 
 def _thread_of(reply_to: str | None) -> Thread | None:

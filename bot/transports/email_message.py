@@ -111,6 +111,15 @@ class Thread:
 
 
 @dataclass(frozen=True)
+class MailFile:
+    """An attachment as it came: the sender's name for it (or its type), its type, its decoded bytes."""
+
+    name: str = field(repr=False)
+    mime_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class IncomingMail:
     """One mail as read. Its repr names none of the personal fields, so a stray log line cannot leak them."""
 
@@ -122,6 +131,7 @@ class IncomingMail:
     language: str | None  # ISO 639-1, from Content-Language
     text: str = field(repr=False)  # the letter: quoted reply history dropped, signature kept
     attachments: tuple[str, ...] = field(default=(), repr=False)  # file names, or content types where none
+    files: tuple[MailFile, ...] = field(default=(), repr=False)  # the attachments themselves, in the same order
     automatic: str | None = None  # why a machine sent it: never a letter, never answered
     unreadable: str | None = None  # why it could not be read as a letter (no sender, too large, malformed)
     truncated: bool = False  # the text was cut at MAX_TEXT_CHARS
@@ -193,6 +203,7 @@ def _read(msg: EmailMessage) -> IncomingMail:
     stripped = _safe(lambda: _strip_quotes(text))
     # Should the rules ever fail on a strange text, the whole text with its history beats losing the letter.
     text = text.strip() if stripped is None else stripped
+    files = tuple(_safe(lambda: _attachments(msg, body)) or ())
     return IncomingMail(
         message_id=_safe(lambda: _first_id(_header(msg, "Message-ID"))),
         references=_safe(lambda: _references(msg)) or (),
@@ -201,7 +212,8 @@ def _read(msg: EmailMessage) -> IncomingMail:
         subject=_one_line(_header(msg, "Subject")),
         language=_safe(lambda: _language(msg, body)),
         text=text,
-        attachments=tuple(_safe(lambda: _attachments(msg, body)) or ()),
+        attachments=tuple(file.name for file in files),
+        files=files,
         automatic=_automatic(msg, sender, return_path),
         unreadable=None if sender else NO_SENDER,
         truncated=truncated,
@@ -407,13 +419,13 @@ def _cut_trailing_quote(text: str) -> str:
     return text
 
 
-def _attachments(msg: EmailMessage, body: Message | None) -> list[str]:
-    found: list[str] = []
+def _attachments(msg: EmailMessage, body: Message | None) -> list[MailFile]:
+    found: list[MailFile] = []
     _collect(msg, body, found)
     return found
 
 
-def _collect(part: EmailMessage, body: Message | None, found: list[str]) -> None:
+def _collect(part: EmailMessage, body: Message | None, found: list[MailFile]) -> None:
     if part is body:
         return
     ctype = part.get_content_type()
@@ -422,10 +434,14 @@ def _collect(part: EmailMessage, body: Message | None, found: list[str]) -> None
             _collect(child, body, found)
         return
     filename = _safe(part.get_filename)
+    if part.get("Content-ID") and part.get_content_disposition() != "attachment":
+        return  # a picture the HTML shows in its text (a signature's logo), not one the writer attached
     inline_text = ctype in ("text/plain", "text/html") and part.get_content_disposition() != "attachment"
     if inline_text and not filename:
         return  # the other half of a multipart/alternative: the same letter, not an attachment
-    found.append(_one_line(filename)[:200] if filename else ctype)
+    data = _safe(part.as_bytes) if ctype == "message/rfc822" else _safe(lambda: part.get_payload(decode=True))
+    name = _one_line(filename)[:200] if filename else ctype
+    found.append(MailFile(name, ctype, data if isinstance(data, bytes) else b""))
 
 
 # --- what the mail says ------------------------------------------------------------------------------------------
