@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from handlers.events import ChatKind, ChatRef, OutgoingMessage, RemoteRef, Role
+from handlers.events import Attachment, ChatKind, ChatRef, OutgoingMessage, RemoteRef, Role
 from handlers.ports import Capability, DeliveryError, Dispatch
 from handlers.text import utf16_len
 
@@ -49,6 +49,8 @@ class FakeNetwork:
         self.press_answers: list[tuple[str | None, str]] = []
         self.left: list[str] = []
         self.forgotten: list[str] = []  # private chats whose traces `forget` asked the network to delete
+        self.files: dict[str, bytes] = {}  # what `fetch` hands over, by attachment ref
+        self.fetched: list[str] = []
         self._ids = itertools.count(1)
 
     def text_length(self, text: str) -> int:
@@ -107,6 +109,10 @@ class FakeNetwork:
 
     async def can_post(self, chat_id: str) -> bool:
         return chat_id not in self.gone
+
+    async def fetch(self, attachment: Attachment) -> bytes:
+        self.fetched.append(attachment.ref)
+        return self.files[attachment.ref]
 
     async def forget_chat(self, chat_id: str) -> None:
         self.forgotten.append(chat_id)
