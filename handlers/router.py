@@ -97,7 +97,8 @@ async def _message(ctx: Context, message: IncomingMessage) -> None:
     # Parsed before anything is looked up, so that chatter in a big room costs nothing.
     network = ctx.network(message.chat.platform)
     command = None
-    if network.command_prefix or message.content_kind == COMMAND:
+    # A caption is never a command: a photo captioned "/help" is a letter with its picture.
+    if (network.command_prefix or message.content_kind == COMMAND) and not message.attachments:
         command = parse_command(message.text, network.command_prefix, addressable=network.bot_username is not None)
     if command is not None and command.addressee is not None and not _addressed_to(network, command):
         return  # `/cmd@otherbot`: for another bot

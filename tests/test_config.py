@@ -134,3 +134,11 @@ def test_moderators_cannot_be_email_addresses() -> None:
         Settings.from_env({"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1", **EMAIL,
                            "MODERATORS": "email:mo@collective.example"})
     assert raised.value.setting == "MODERATORS" and "telegram:" in str(raised.value)
+
+
+def test_media_max_mb_is_bounded_by_what_telegram_lets_a_bot_upload() -> None:
+    base = {"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1"}
+    assert Settings.from_env(base).media_max_mb == 20
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**base, "MEDIA_MAX_MB": "500"})
+    assert raised.value.setting == "MEDIA_MAX_MB"
