@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from email import policy
 from email.message import EmailMessage
@@ -11,7 +12,7 @@ from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 import pytest
 
 from bot.networks.email_settings import EmailSettings, MailServer
-from bot.transports.email import ANSWERS_PER_HOUR, HOUR, NOT_TEXT, AnswerLimit, EmailTransport, MailProof
+from bot.transports.email import ANSWERS_PER_HOUR, HOUR, AnswerLimit, EmailTransport, MailProof
 from bot.transports.email_message import Thread
 from bot.transports.email_sender import MailSender
 from handlers.events import COMMAND, ChatKind, IncomingMessage, OutgoingMessage, RemoteRef
@@ -259,18 +260,22 @@ def test_mail_from_machines_and_from_the_bot_itself_is_not_handed_on(raw: bytes)
     assert transport().event_of(raw, POSITION) is None
 
 
-def test_an_attachment_is_named_as_left_out() -> None:
-    got = event(raw_mail(attachment="report.pdf"))
-    assert got.left_out == ("report.pdf",)
+def test_an_attachment_comes_with_the_letter_and_is_fetched_from_the_mail_itself() -> None:
+    made = transport()
+    got = event(raw_mail(attachment="report.pdf"), made)
+    (attachment,) = got.attachments
+    assert (attachment.kind, attachment.mime_type, attachment.file_name) == ("document", "application/pdf",
+                                                                             "report.pdf")
+    assert attachment.size == len(b"%PDF-1.4") and got.left_out == ()
     assert got.text == "Greetings from Lyon\n\nWe stand with you."
+    assert asyncio.run(made.fetch(attachment)) == b"%PDF-1.4"
 
 
-def test_a_mail_that_is_only_an_attachment_has_no_text() -> None:
-    for subject in ("", "Our banner"):  # a subject alone is no letter of the attachment
+def test_a_mail_that_is_only_an_attachment_is_a_letter_of_it_alone() -> None:
+    for subject in ("", "Our banner"):  # a subject alone is no caption of the attachment
         got = event(raw_mail(subject=subject, body=None, attachment="report.pdf"))
-        assert got.text is None
-        assert got.content_kind == NOT_TEXT
-        assert got.left_out == ()  # the refusal says it all: only text is carried
+        assert got.text is None and got.content_kind == "text"
+        assert [attachment.file_name for attachment in got.attachments] == ["report.pdf"]
 
 
 # --- compose ------------------------------------------------------------------------------------------------------
