@@ -122,13 +122,19 @@ class TelegramMedia:
     async def _one(self, chat_id: str, item: Media, caption: str | None, options: dict[str, Any]) -> Message:
         method, field = _METHODS[item.kind]
         send: Sender = getattr(self.bot, method)
-        async with self._lock(item.digest):
-            known = self._file_ids.get(item.digest) or await self._stored_file_id(item.digest)
-            sent = await send(chat_id=chat_id, caption=caption, parse_mode=ParseMode.HTML if caption else None,
-                              **{field: known or self._upload(item)}, **options)
-            if known is None:
-                await self._keep_file_id(item.digest, _file_id(sent))
-        return sent
+        arguments = {"chat_id": chat_id, "caption": caption, "parse_mode": ParseMode.HTML if caption else None,
+                     **options}
+        known = await self._known(item.digest)
+        if known is None:
+            # Only the first send uploads: those that come while it is on its way wait for its file_id, and
+            # once it is known sends go side by side again.
+            async with self._lock(item.digest):
+                known = await self._known(item.digest)
+                if known is None:
+                    sent = await send(**arguments, **{field: self._upload(item)})
+                    await self._keep_file_id(item.digest, _file_id(sent))
+                    return sent
+        return await send(**arguments, **{field: known})
 
     async def _albums(
         self, chat_id: str, media: list[Media], caption: str | None, options: dict[str, Any]
@@ -145,7 +151,15 @@ class TelegramMedia:
     async def _album(
         self, chat_id: str, media: list[Media], caption: str | None, options: dict[str, Any]
     ) -> list[Message]:
-        known = [self._file_ids.get(item.digest) or await self._stored_file_id(item.digest) for item in media]
+        if any([await self._known(item.digest) is None for item in media]):
+            async with self._lock(" ".join(item.digest for item in media)):  # one upload of an album, as above
+                return await self._album_now(chat_id, media, caption, options)
+        return await self._album_now(chat_id, media, caption, options)
+
+    async def _album_now(
+        self, chat_id: str, media: list[Media], caption: str | None, options: dict[str, Any]
+    ) -> list[Message]:
+        known = [await self._known(item.digest) for item in media]
         inputs = [
             # Bytes, not an InputFile: PTB then sends them as attach:// parts, as albums need.
             _INPUTS[item.kind](media=file_id or self._bytes(item), filename=None if file_id else _name(item),
@@ -170,6 +184,9 @@ class TelegramMedia:
     def _lock(self, digest: str) -> asyncio.Lock:
         # One upload per file: the sends that come while it is on its way wait for its file_id.
         return self._uploading.setdefault(digest, asyncio.Lock())
+
+    async def _known(self, digest: str) -> str | None:
+        return self._file_ids.get(digest) or await self._stored_file_id(digest)
 
     async def _stored_file_id(self, digest: str) -> str | None:
         if self.state is None:
