@@ -1,0 +1,175 @@
+"""Media letters through the whole bot on a real Synapse: a person's m.image reaches the moderators and the
+subscribers without the metadata that gives its writer away, uploaded once for every room."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from PIL import Image
+from yarl import URL
+
+from tests import test_e2e_matrix
+from tests.homeserver import Homeserver, fresh_name
+from tests.matrix_people import MatrixError, Person, direct_room, q
+from tests.test_e2e_matrix import Room
+from tests.test_media import TELLTALES, phone_photo
+
+pytest_plugins = ("tests.synapse_fixtures",)
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+room = test_e2e_matrix.room  # the same scene as the other Matrix tests: bot, moderators, a supporter
+CAPTION = "Our banner at the factory gate ✊"
+
+
+# --- what test people do with the media repository (plain HTTP, as in tests/matrix_people.py) --------------
+
+async def upload(person: Person, data: bytes, mime_type: str) -> str:
+    url = URL(f"{person.base_url}/_matrix/media/v3/upload")
+    headers = {"Authorization": f"Bearer {person.access_token}", "Content-Type": mime_type}
+    async with person._http().post(url, data=io.BytesIO(data), headers=headers) as response:
+        body = await response.json(content_type=None)
+        if response.status >= 300:
+            raise MatrixError(response.status, body.get("errcode", "?"), body.get("error", ""), "upload")
+    return body["content_uri"]
+
+
+async def download(person: Person, mxc: str) -> bytes:
+    parsed = urlparse(mxc)
+    url = URL(f"{person.base_url}/_matrix/client/v1/media/download/{q(parsed.netloc)}/{q(parsed.path.lstrip('/'))}",
+              encoded=True)
+    async with person._http().get(url, headers={"Authorization": f"Bearer {person.access_token}"}) as response:
+        data = await response.read()
+        if response.status >= 300:
+            raise MatrixError(response.status, "?", data[:200].decode("utf-8", "replace"), "download")
+    return data
+
+
+async def send_photo(person: Person, room_id: str, data: bytes, caption: str | None,
+                     filename: str = "IMG_20240301_143022.jpg") -> str:
+    """An m.image the way Element sends one: `filename` the file's own name, `body` the caption (Matrix 1.10)."""
+    mxc = await upload(person, data, "image/jpeg")
+    content = {"msgtype": "m.image", "body": caption or filename, "filename": filename, "url": mxc,
+               "info": {"mimetype": "image/jpeg", "size": len(data), "w": 40, "h": 20}}
+    return await person.send(room_id, "m.room.message", content)
+
+
+def files_from(events: list[dict[str, Any]], sender: str) -> list[dict[str, Any]]:
+    return [event for event in events if event.get("sender") == sender and event.get("type") == "m.room.message"
+            and (event.get("content") or {}).get("msgtype") in ("m.image", "m.video", "m.file")]
+
+
+async def wait_for_files(person: Person, room_id: str, sender: str, count: int = 1,
+                         within: float = 20) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    while True:
+        found = files_from(await person.messages(room_id), sender)
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} file(s) from {sender} never came to {room_id}")
+        await asyncio.sleep(0.2)
+
+
+async def bot_uploads(homeserver: Homeserver, user_id: str) -> list[dict[str, Any]]:
+    admin = await homeserver._admin_person()
+    listed = await admin.request("GET", f"/_synapse/admin/v1/users/{q(user_id)}/media", params={"limit": "100"})
+    return list(listed.get("media", []))
+
+
+def assert_clean(data: bytes) -> None:
+    for telltale in TELLTALES:
+        assert telltale not in data, telltale
+    assert not Image.open(io.BytesIO(data)).getexif()
+
+
+# --- the tests ---------------------------------------------------------------------------------------------
+
+async def test_a_phone_photo_reaches_moderators_and_subscribers_without_its_metadata(
+    room: Room, homeserver: Homeserver
+) -> None:
+    await room.start_bot()
+    ada = await homeserver.register(fresh_name("ada"))
+    subscribers = await room.subscriber_room(ada, "en")
+    dm = await direct_room(room.alice, room.bot_user)
+    await send_photo(room.alice, dm, phone_photo(), CAPTION)
+    await room.alice.wait_for_text(dm, room.bot_user, r"#1\b")
+    card = await room.card(1)
+    assert CAPTION in card["content"]["body"]
+
+    events = await room.mo.messages(room.mods)
+    (shown,) = files_from(events, room.bot_user)
+    order = [event["event_id"] for event in events]
+    assert order.index(shown["event_id"]) < order.index(card["event_id"])  # the picture, then the card
+    content = shown["content"]
+    assert content["msgtype"] == "m.image" and content["m.mentions"] == {}
+    assert "IMG_2024" not in json.dumps(content)  # the sender's file name stays with the bot
+    assert content["info"]["mimetype"] == "image/jpeg" and (content["info"]["w"], content["info"]["h"]) == (20, 40)
+    picture = await download(room.mo, content["url"])
+    assert_clean(picture)
+    assert content["info"]["size"] == len(picture)
+
+    await room.mo.react(room.mods, card["event_id"], "✅")
+    delivered = await ada.wait_for_text(subscribers, room.bot_user, "Letter of solidarity #1")
+    assert CAPTION in delivered
+    (letter,) = await wait_for_files(ada, subscribers, room.bot_user)
+    in_order = [event["event_id"] for event in await ada.messages(subscribers)]
+    texts = [e for e in await ada.messages(subscribers) if "Letter of solidarity" in (e["content"].get("body") or "")]
+    assert in_order.index(letter["event_id"]) < in_order.index(texts[0]["event_id"])  # the picture, then the text
+    assert_clean(await download(ada, letter["content"]["url"]))
+    assert letter["content"]["url"] == content["url"]  # the card's upload, named again
+    await room.mo.wait_for_text(room.mods, room.bot_user, "#1 delivered to 1 of 1 subscribers")
+    assert len(await bot_uploads(homeserver, room.bot_user)) == 1
+    (fetched,) = bot_downloads(homeserver, room.bot_user)  # Alice's photo, once, through authenticated media
+    assert "/_matrix/client/v1/media/download/" in fetched
+
+
+async def test_a_photo_without_a_caption_is_a_letter_of_its_own(room: Room, homeserver: Homeserver) -> None:
+    await room.start_bot()
+    dm = await direct_room(room.alice, room.bot_user)
+    await send_photo(room.alice, dm, phone_photo(), None)  # body == filename: no caption
+    await room.alice.wait_for_text(dm, room.bot_user, r"#1\b")
+    card = await room.card(1)
+    assert "IMG_2024" not in card["content"]["body"]
+    assert files_from(await room.mo.messages(room.mods), room.bot_user)
+
+
+async def test_a_rejected_photo_leaves_the_moderators_room(room: Room, homeserver: Homeserver) -> None:
+    await room.start_bot()
+    dm = await direct_room(room.alice, room.bot_user)
+    await send_photo(room.alice, dm, phone_photo(), "Please reject me")
+    await room.alice.wait_for_text(dm, room.bot_user, r"#1\b")
+    card = await room.card(1)
+    (shown,) = files_from(await room.mo.messages(room.mods), room.bot_user)
+    await room.mo.react(room.mods, card["event_id"], "❌")
+    await room.alice.wait_for_text(dm, room.bot_user, "#1 was not published")
+    deadline = time.monotonic() + 20
+    while files_from(await room.mo.messages(room.mods), room.bot_user):
+        assert time.monotonic() < deadline, "the card's picture was never redacted"
+        await asyncio.sleep(0.2)
+    redacted = next(e for e in await room.mo.messages(room.mods) if e["event_id"] == shown["event_id"])
+    assert "url" not in redacted["content"] and "redacted_because" in redacted.get("unsigned", {})
+
+
+async def test_a_file_over_the_limit_is_refused_before_any_download(room: Room, homeserver: Homeserver) -> None:
+    room.env = {"MEDIA_MAX_MB": "1"}
+    await room.start_bot()
+    dm = await direct_room(room.alice, room.bot_user)
+    data = b"%PDF-1.4\n" + bytes(1_200_000)
+    mxc = await upload(room.alice, data, "application/pdf")
+    await room.alice.send(dm, "m.room.message", {"msgtype": "m.file", "body": "report.pdf", "filename": "report.pdf",
+                                                 "url": mxc, "info": {"mimetype": "application/pdf",
+                                                                      "size": len(data)}})
+    await room.alice.wait_for_text(dm, room.bot_user, "too large: I can take files of up to 1 MB")
+    assert not bot_downloads(homeserver, room.bot_user)
+
+
+def bot_downloads(homeserver: Homeserver, user_id: str) -> list[str]:
+    """The media downloads `user_id` made, as Synapse's access log lists them."""
+    log = homeserver.log_path.read_text(encoding="utf-8", errors="replace")
+    return [line for line in log.splitlines() if f"{{{user_id}}}" in line and "/media/download/" in line]
