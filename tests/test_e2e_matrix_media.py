@@ -11,11 +11,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from mautrix.crypto.attachments import decrypt_attachment, encrypt_attachment
 from PIL import Image
 from yarl import URL
 
-from tests import test_e2e_matrix
+from tests import test_e2e_encryption, test_e2e_matrix
 from tests.homeserver import Homeserver, fresh_name
+from tests.matrix_crypto_people import EncryptedPerson
 from tests.matrix_people import MatrixError, Person, direct_room, q
 from tests.test_e2e_matrix import Room
 from tests.test_media import TELLTALES, phone_photo
@@ -139,6 +141,22 @@ async def test_a_photo_without_a_caption_is_a_letter_of_its_own(room: Room, home
     assert files_from(await room.mo.messages(room.mods), room.bot_user)
 
 
+async def test_the_same_photo_after_a_restart_is_not_uploaded_again(room: Room, homeserver: Homeserver) -> None:
+    await room.start_bot()
+    dm = await direct_room(room.alice, room.bot_user)
+    await send_photo(room.alice, dm, phone_photo(), "the first time")
+    await room.alice.wait_for_text(dm, room.bot_user, r"#1\b")
+    await room.card(1)
+    await room.stop_bot()
+    await room.start_bot()
+    await send_photo(room.alice, dm, phone_photo(), "the second time")  # cleaned, it is the same file
+    await room.alice.wait_for_text(dm, room.bot_user, r"#2\b")
+    await room.card(2)
+    first, second = files_from(await room.mo.messages(room.mods), room.bot_user)
+    assert first["content"]["url"] == second["content"]["url"]
+    assert len(await bot_uploads(homeserver, room.bot_user)) == 1
+
+
 async def test_a_rejected_photo_leaves_the_moderators_room(room: Room, homeserver: Homeserver) -> None:
     await room.start_bot()
     dm = await direct_room(room.alice, room.bot_user)
@@ -173,3 +191,52 @@ def bot_downloads(homeserver: Homeserver, user_id: str) -> list[str]:
     """The media downloads `user_id` made, as Synapse's access log lists them."""
     log = homeserver.log_path.read_text(encoding="utf-8", errors="replace")
     return [line for line in log.splitlines() if f"{{{user_id}}}" in line and "/media/download/" in line]
+
+
+# --- encrypted rooms -----------------------------------------------------------------------------------------
+
+secret = test_e2e_encryption.secret  # the encrypted scene: Mo's moderators' room and Alice's DM are encrypted
+
+
+async def send_encrypted_photo(person: EncryptedPerson, room_id: str, data: bytes, caption: str) -> str:
+    """An m.image as Element sends one to an encrypted room: the file encrypted, its key in the (encrypted) event."""
+    ciphertext, keys = encrypt_attachment(data)
+    mxc = await upload(person, ciphertext, "application/octet-stream")
+    file = {**keys.serialize(), "url": mxc}
+    content = {"msgtype": "m.image", "body": caption, "filename": "IMG_20240301_143022.jpg", "file": file,
+               "info": {"mimetype": "image/jpeg", "size": len(data)}}
+    return await person.send(room_id, "m.room.message", content)
+
+
+async def decrypted_file(person: Person, content: dict[str, Any]) -> bytes:
+    file = content["file"]
+    ciphertext = await download(person, file["url"])
+    return decrypt_attachment(ciphertext, file["key"]["k"], file["hashes"]["sha256"], file["iv"])
+
+
+async def test_encrypted_rooms_get_the_photo_encrypted_and_uploaded_once(
+    secret: test_e2e_encryption.Secret, homeserver: Homeserver
+) -> None:
+    await secret.start_bot()
+    _ada_plain, ada = await secret.person("ada")
+    subscribers = await secret.subscriber_room(ada, "en")
+    dm = await secret.alice.direct_room(secret.bot_user)
+    assert await secret.alice.is_encrypted(dm)
+    await send_encrypted_photo(secret.alice, dm, phone_photo(), CAPTION)
+    await secret.alice.wait_for_text(dm, secret.bot_user, r"#1\b")
+    card = await secret.card(1)
+    assert CAPTION in card["content"]["body"] and card["encrypted"]
+    (shown,) = files_from(await secret.mo.messages(secret.mods), secret.bot_user)
+    assert shown["encrypted"] and "url" not in shown["content"]  # the file's key travels inside the ciphertext
+    assert_clean(await decrypted_file(secret.mo, shown["content"]))
+    stored = await download(secret.mo, shown["content"]["file"]["url"])
+    assert not stored.startswith(b"\xff\xd8")  # the media repository holds ciphertext, not a JPEG
+
+    await secret.mo.react(secret.mods, card["event_id"], "✅")
+    await ada.wait_for_text(subscribers, secret.bot_user, "Letter of solidarity #1")
+    (letter,) = await wait_for_files(ada, subscribers, secret.bot_user)
+    assert letter["encrypted"]
+    assert_clean(await decrypted_file(ada, letter["content"]))
+    assert letter["content"]["file"]["url"] == shown["content"]["file"]["url"]  # one encrypted upload, twice named
+    await secret.mo.wait_for_text(secret.mods, secret.bot_user, "#1 delivered to 1 of 1 subscribers")
+    assert len(await bot_uploads(homeserver, secret.bot_user)) == 1

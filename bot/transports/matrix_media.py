@@ -79,7 +79,6 @@ class MatrixMedia:
         self._request = request  # the transport's: an error answer becomes the DeliveryError the worker knows
         self._uploaded: dict[str, dict[str, Any]] = {}  # (state key) → the stored upload
         self._uploading: dict[str, asyncio.Lock] = {}
-        self.uploads = 0  # uploads made by this process, for tests and logs
 
     # --- in --------------------------------------------------------------------------------------------
 
@@ -138,7 +137,6 @@ class MatrixMedia:
                 upload |= keys
                 mime_type = "application/octet-stream"  # the server learns nothing of what it holds
             response = await self._request(_upload_request(self.client, body, mime_type), UploadResponse)
-            self.uploads += 1
             upload["url"] = response.content_uri
             self._uploaded[key] = upload
             await self.state.put(key, json.dumps(upload))
