@@ -4,9 +4,11 @@ subscribers without the metadata that gives its writer away, uploaded once for e
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,7 +17,12 @@ from mautrix.crypto.attachments import decrypt_attachment, encrypt_attachment
 from PIL import Image
 from yarl import URL
 
+from bot.networks.matrix import MatrixSettings
+from bot.transports.matrix import MatrixTransport
+from handlers.events import DOCUMENT, IMAGE, Event, Media, OutgoingMessage
+from handlers.ports import DeliveryError
 from tests import test_e2e_encryption, test_e2e_matrix
+from tests.fakes import MemoryState
 from tests.homeserver import Homeserver, fresh_name
 from tests.matrix_crypto_people import EncryptedPerson
 from tests.matrix_people import MatrixError, Person, direct_room, q
@@ -240,3 +247,58 @@ async def test_encrypted_rooms_get_the_photo_encrypted_and_uploaded_once(
     assert letter["content"]["file"]["url"] == shown["content"]["file"]["url"]  # one encrypted upload, twice named
     await secret.mo.wait_for_text(secret.mods, secret.bot_user, "#1 delivered to 1 of 1 subscribers")
     assert len(await bot_uploads(homeserver, secret.bot_user)) == 1
+
+
+# --- the transport alone: a retried send -------------------------------------------------------------------
+
+class Shelf:
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def read(self, digest: str) -> bytes:
+        return self.files[digest]
+
+
+async def test_a_send_retried_after_a_failure_posts_each_file_once(homeserver: Homeserver, tmp_path: Path) -> None:
+    bot = await homeserver.register(fresh_name("media-relay"), exempt=True)
+    mo = await homeserver.register(fresh_name("media-mo"))
+    mods = await mo.create_room(name="Moderators", invite=[bot.user_id])
+    await bot.close()
+    settings = MatrixSettings(homeserver=homeserver.url, user=bot.user_id, password=bot.password, access_token=None,
+                              moderation_room=mods)
+    picture, pdf = phone_photo(), b"%PDF-1.4\n%%EOF\n"
+    files = {hashlib.sha256(data).hexdigest(): data for data in (picture, pdf)}
+    transport = MatrixTransport(settings, MemoryState(), tmp_path / "matrix-store", Shelf(files))
+
+    async def nothing(event: Event) -> None:
+        return None
+
+    await transport.start(nothing)
+    try:
+        (photo_digest, pdf_digest) = files
+        message = OutgoingMessage(
+            chat_id=mods, text="with two files", idempotency_key="outbox 1 0 1.0",
+            media=(Media(photo_digest, IMAGE, "image/jpeg", "letter-1-1.jpg"),
+                   Media(pdf_digest, DOCUMENT, "application/pdf", "letter-1-2.pdf", metadata_removed=False)))
+        sends = transport._room_send
+        failed: list[str] = []
+
+        async def failing_once(room_id: str, kind: str, content: dict[str, Any], *args: Any, **kw: Any) -> str:
+            if content.get("msgtype") == "m.text" and not failed:
+                failed.append(kind)  # the files went out; the text's answer was lost
+                raise DeliveryError("connection lost", retryable=True)
+            return await sends(room_id, kind, content, *args, **kw)
+
+        transport._room_send = failing_once  # type: ignore[method-assign]
+        with pytest.raises(DeliveryError):
+            await transport.send(message)
+        ref = await transport.send(message)  # the worker's retry, with the same key
+        events = await mo.messages(mods)
+        shown = files_from(events, bot.user_id)
+        assert [event["content"]["msgtype"] for event in shown] == ["m.image", "m.file"]
+        assert [e["event_id"] for e in events if e.get("sender") == bot.user_id
+                and e["content"].get("msgtype") == "m.text"] == [ref.message_id]
+        assert shown[1]["content"]["filename"] == "letter-1-2.pdf" and "w" not in shown[1]["content"]["info"]
+        assert len(await bot_uploads(homeserver, bot.user_id)) == 2
+    finally:
+        await transport.stop()
