@@ -81,7 +81,7 @@ class MatrixNetwork:
     def build(self, section: MatrixSettings, needs: Needs) -> Network:
         from bot.transports.matrix import MatrixTransport
 
-        return MatrixTransport(section, needs.state, needs.data_dir / STORE_FOLDER)
+        return MatrixTransport(section, needs.state, needs.data_dir / STORE_FOLDER, needs.media)
 
     async def check(self, section: MatrixSettings, settings: Settings) -> list[str]:
         from bot.transports.matrix import MatrixTransport

@@ -56,15 +56,17 @@ from nio.exceptions import EncryptionError, LocalProtocolError, OlmUnverifiedDev
 from nio.responses import RoomEventRelationsResponse
 
 from bot.files import PrivateFile, keep_private
-from bot.networks.base import KeyValue
+from bot.networks.base import KeyValue, MediaReader
 from bot.networks.matrix import MatrixSettings
 from bot.networks.matrix import owns as owns_reference
 from bot.transports.matrix_crypto import KeyChores, Undecrypted, encryption_unavailable, fingerprint
+from bot.transports.matrix_media import MatrixMedia, attachment_of
 from handlers.events import (
     ENCRYPTED,
     INVITED,
     UNDECRYPTABLE,
     ActionPressed,
+    Attachment,
     ChatKind,
     ChatRef,
     Event,
@@ -133,7 +135,9 @@ class MatrixTransport:
     capabilities = frozenset({Capability.REACTIONS})
     bot_username = None  # Matrix commands name no bot
 
-    def __init__(self, settings: MatrixSettings, state: KeyValue, store_path: Path) -> None:
+    def __init__(
+        self, settings: MatrixSettings, state: KeyValue, store_path: Path, media: MediaReader | None = None
+    ) -> None:
         self.settings = settings
         self.state = state
         self.store_path = store_path
@@ -164,6 +168,7 @@ class MatrixTransport:
         self._keys = KeyChores(self.client, self._encryption_settings)
         self._encryption: dict[str, dict[str, Any]] = {}  # rooms' m.room.encryption, as the sync brought it
         self._undecrypted = Undecrypted(self.client, state)
+        self.media = MatrixMedia(self.client, state, media, self._request)
 
     def _pickle_key(self) -> str:
         key_file = PrivateFile(self.store_path / PICKLE_KEY_FILE)
@@ -470,6 +475,12 @@ class MatrixTransport:
 
     async def _incoming(self, room_id: str, event: RoomMessage) -> IncomingMessage:
         text = valid_unicode(event.body) if isinstance(event, RoomMessageText) and isinstance(event.body, str) else None
+        content = event.source.get("content")
+        found = attachment_of(content) if text is None and isinstance(content, dict) else None
+        attachments: tuple[Attachment, ...] = ()
+        if found is not None:
+            attachment, text = found  # the text is the file's caption, if it has one
+            attachments = (attachment,)
         return IncomingMessage(
             event_id=event.event_id,
             chat=await self._chat(room_id),
@@ -478,9 +489,10 @@ class MatrixTransport:
             text=text,
             message_id=event.event_id,
             received_at=event.server_timestamp / 1000,
-            content_kind="text" if text is not None else _msgtype(event.source),
+            content_kind="text" if text is not None and not attachments else _msgtype(event.source),
             length=len(text or ""),
             limit=0,  # Matrix clients do not split long messages
+            attachments=attachments,
         )
 
     async def _unreadable(self, room_id: str, event: MegolmEvent | UnknownEncryptedEvent, kind: str) -> IncomingMessage:
@@ -539,6 +551,10 @@ class MatrixTransport:
     # --- neutral replies -------------------------------------------------------------------------------
 
     async def send(self, message: OutgoingMessage) -> RemoteRef:
+        """The message's media first (an m.image, m.video or m.file each), then its text, which is the message the
+        reference names: a card's reactions, edits and scrubs go to it; its media events are remembered so that a
+        scrub redacts them too."""
+        shown = await self._send_media(message) if message.media else []
         content = _content(message)
         key = message.idempotency_key
         event_id = await self._room_send(message.chat_id, "m.room.message", content, _txn_id(key) if key else None,
@@ -549,7 +565,26 @@ class MatrixTransport:
             reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": action.symbol}}
             await self._room_send(message.chat_id, "m.reaction", reaction,
                                   _txn_id(f"{key} {action.symbol}") if key else None)
+        if shown and not message.broadcast:
+            await self.media.remember_card_media(message.chat_id, event_id, shown)
         return RemoteRef(PLATFORM, message.chat_id, event_id)
+
+    async def _send_media(self, message: OutgoingMessage) -> list[str]:
+        """One event per file, each uploaded once for all rooms (once more, encrypted, for encrypted rooms). The
+        transaction ids follow the message's key: a retried send posts none of them twice."""
+        room_id, key = message.chat_id, message.idempotency_key
+        encrypted = await self._is_encrypted_room(room_id)
+        if encrypted and self.encryption_off is not None:
+            raise DeliveryError(f"the room is end-to-end encrypted ({self.encryption_off})", retryable=False)
+        sent = []
+        for index, item in enumerate(message.media):
+            content = await self.media.content(item, encrypted)
+            sent.append(await self._room_send(room_id, "m.room.message", content,
+                                              _txn_id(f"{key} media {index}") if key else None, carries_letter=True))
+        return sent
+
+    async def fetch(self, attachment: Attachment) -> bytes:
+        return await self.media.fetch(attachment)
 
     async def edit(self, ref: RemoteRef, message: OutgoingMessage) -> None:
         await self._replace(ref, message)
@@ -567,6 +602,8 @@ class MatrixTransport:
         then show the card as a deleted message and no longer apply the new edit to it.
         """
         scrubbing = await self._replace(ref, message)
+        for event_id in await self.media.card_media(ref.chat_id, ref.message_id):
+            await self._redact(ref.chat_id, event_id)  # the card's pictures and files go with its text
         edits = [event_id for event_id in await self._own_edits(ref) if event_id != scrubbing]
         for event_id in [*edits, ref.message_id]:
             await self._redact(ref.chat_id, event_id)
