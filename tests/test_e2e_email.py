@@ -457,3 +457,30 @@ def email_to(sender: Mailbox, recipient: Mailbox, subject: str, text: str) -> Em
     message["From"], message["To"], message["Subject"] = sender.address, recipient.address, subject
     message.set_content(text)
     return message
+
+
+async def test_a_long_mailed_letter_with_a_photo_reaches_a_telegram_channel_whole(post: Post) -> None:
+    await post.start_bot()
+    channel = post.emu.add_channel("News", username="news")
+    post.emu.user_sends(post.mo, "/subscribe @news en", chat=post.mods)
+    await post.emu.wait_for(lambda: any("News now receives" in m.get("text", "")
+                                        for m in post.emu.sent_by_bot(post.mods)), WITHIN, what="subscribed")
+    ana = post.person("ana")
+    text = " ".join(f"Line {number} of our letter to the prisoners." for number in range(1, 40))  # 1,500+
+    assert len(text) > 1500
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = ana.address, post.bot.address, ""
+    message.set_content(text)
+    message.add_attachment(phone_photo(), maintype="image", subtype="jpeg", filename="banner.jpg")
+    await post.mail.asend(ana, message, to=[post.bot.address])
+    await post.bot_mail(ana, r"#1\b")
+    await post.approve(1)
+
+    def delivered() -> list[dict[str, Any]] | None:
+        sent = post.emu.sent_by_bot(channel)
+        return sent if len(sent) >= 2 else None
+
+    picture, letter = await post.emu.wait_for(delivered, WITHIN, what="photo and text in the channel")
+    assert "photo" in picture and "caption" not in picture  # too long for a caption: the text follows whole
+    assert text in letter["text"]
+    assert not any(telltale in post.emu.media_bytes(picture) for telltale in TELLTALES)

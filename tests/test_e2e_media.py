@@ -4,6 +4,7 @@ without the metadata that gives their writers away."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,15 @@ async def test_a_rejected_photo_leaves_the_moderators_room(scene: Scene) -> None
 
 def identifies(text: str, person: dict[str, Any]) -> bool:
     return any(str(value) in text for value in (person["id"], person["first_name"], person.get("username")) if value)
+
+
+async def test_a_picture_too_big_for_a_telegram_photo_goes_as_a_document(scene: Scene) -> None:
+    await start(scene)
+    noise = Image.frombytes("RGB", (2100, 2100), os.urandom(2100 * 2100 * 3))
+    png = io.BytesIO()
+    noise.save(png, "PNG", compress_level=1)
+    assert png.tell() > 10 * 1024 * 1024  # over sendPhoto's 10 MB
+    scene.emu.user_sends_document(scene.alice, png.getvalue(), "poster.png", "image/png", caption="Our poster")
+    await scene.card(1)
+    (shown,) = media_of(scene, scene.mods)
+    assert "document" in shown and shown["document"]["file_name"] == "letter-1-1.png"

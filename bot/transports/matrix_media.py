@@ -27,6 +27,8 @@ from handlers.events import DOCUMENT, IMAGE, VIDEO, Attachment, Media
 from handlers.ports import DeliveryError, MediaRefused
 from handlers.text import valid_unicode
 
+# nio transfers with no timeout of their own: a stuck one would hold an outbox sender for ever. 50 MB at 1 MB/s.
+TRANSFER_SECONDS = 120.0
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Response)
@@ -89,7 +91,8 @@ class MatrixMedia:
         except (ValueError, KeyError, TypeError):
             raise DeliveryError("not a file of this network", retryable=False) from None
         try:
-            response = await self._request(lambda: self.client.download(mxc=url), MemoryDownloadResponse)
+            response = await self._request(
+                lambda: asyncio.wait_for(self.client.download(mxc=url), TRANSFER_SECONDS), MemoryDownloadResponse)
         except DeliveryError as error:
             if "M_TOO_LARGE" in error.reason:  # more than the homeserver hands out
                 raise MediaRefused("larger than the homeserver lets a client download") from None
@@ -160,7 +163,8 @@ def _upload_request(client: AsyncClient, body: bytes, mime_type: str) -> Callabl
     """One upload, no file name: the neutral name is in the event, and the media repository need not keep it."""
 
     async def upload() -> Response:
-        response, _keys = await client.upload(io.BytesIO(body), content_type=mime_type, filesize=len(body))
+        response, _keys = await asyncio.wait_for(
+            client.upload(io.BytesIO(body), content_type=mime_type, filesize=len(body)), TRANSFER_SECONDS)
         return response
 
     return upload

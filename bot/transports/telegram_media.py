@@ -35,6 +35,8 @@ from handlers.text import utf16_len
 log = logging.getLogger(__name__)
 
 MAX_CAPTION = 1024
+# sendPhoto takes pictures of up to 10 MB; a larger one (a big PNG) goes as a document, as Telegram would have it.
+MAX_PHOTO = 10 * 1024 * 1024
 MAX_ALBUM = 10
 # What the cloud Bot API lets a bot download (getFile); larger files are refused before any request.
 MAX_DOWNLOAD = 20 * 1024 * 1024
@@ -114,13 +116,13 @@ class TelegramMedia:
         if len(media) == 1:
             return [await self._one(chat_id, media[0], caption, options)]
         # Documents cannot share an album with pictures: the pictures as one, then the documents as another.
-        pictures = [item for item in media if item.kind in (IMAGE, VIDEO)]
-        documents = [item for item in media if item.kind == DOCUMENT]
+        pictures = [item for item in media if _sent_as(item) in (IMAGE, VIDEO)]
+        documents = [item for item in media if _sent_as(item) == DOCUMENT]
         sent = await self._albums(chat_id, pictures, caption, options) if pictures else []
         return sent + await self._albums(chat_id, documents, None if pictures else caption, options)
 
     async def _one(self, chat_id: str, item: Media, caption: str | None, options: dict[str, Any]) -> Message:
-        method, field = _METHODS[item.kind]
+        method, field = _METHODS[_sent_as(item)]
         send: Sender = getattr(self.bot, method)
         arguments = {"chat_id": chat_id, "caption": caption, "parse_mode": ParseMode.HTML if caption else None,
                      **options}
@@ -162,7 +164,7 @@ class TelegramMedia:
         known = [await self._known(item.digest) for item in media]
         inputs = [
             # Bytes, not an InputFile: PTB then sends them as attach:// parts, as albums need.
-            _INPUTS[item.kind](media=file_id or self._bytes(item), filename=None if file_id else _name(item),
+            _INPUTS[_sent_as(item)](media=file_id or self._bytes(item), filename=None if file_id else _name(item),
                                caption=caption if index == 0 else None,
                                parse_mode=ParseMode.HTML if caption and index == 0 else None)
             for index, (item, file_id) in enumerate(zip(media, known, strict=True))
@@ -206,6 +208,10 @@ class TelegramMedia:
 
 _METHODS = {IMAGE: ("send_photo", "photo"), VIDEO: ("send_video", "video"), DOCUMENT: ("send_document", "document")}
 _INPUTS: dict[str, Any] = {IMAGE: InputMediaPhoto, VIDEO: InputMediaVideo, DOCUMENT: InputMediaDocument}
+
+
+def _sent_as(item: Media) -> str:
+    return DOCUMENT if item.kind == IMAGE and item.size > MAX_PHOTO else item.kind
 
 
 def _name(item: Media) -> str:
