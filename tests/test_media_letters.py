@@ -15,6 +15,7 @@ from handlers.events import DOCUMENT, IMAGE, Attachment, IncomingMessage
 from tests.conftest import World
 from tests.test_handlers import card, press, texts_in
 from tests.test_media import TELLTALES, phone_photo
+from tests.test_privacy import moderator_says
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ async def test_an_album_is_one_letter(world: World, shelf: Shelf) -> None:
 async def test_a_rejected_photo_letter_loses_its_file_with_its_text(world: World, shelf: Shelf) -> None:
     await world.dispatch(photo_message(world, "Reject me"))
     await press(world, 1, "reject")
-    assert card(world, 1).message.media == ()  # gone from the card at once
+    assert card(world, 1).current.media == ()  # gone from the card at once
     world.clock.advance(world.ctx.policy.retention_seconds + 60)
     age(shelf, SPARE_SECONDS + 1)
     await privacy.purge(world.ctx)
@@ -108,3 +109,12 @@ async def test_a_file_just_stored_is_spared_by_the_sweep(world: World, shelf: Sh
     assert shelf.sweep(set()) == 0 and shelf.store.exists(digest)
     age(shelf, SPARE_SECONDS + 1)
     assert shelf.sweep(set()) == 1
+
+
+async def test_edit_and_history_cover_a_photo_letter_whose_text_is_its_caption(world: World, shelf: Shelf) -> None:
+    await world.dispatch(photo_message(world, "Signed: Ana from Kharkiv"))
+    answer = await moderator_says(world, "/edit 1 Signed: a friend")
+    assert "new text" in answer
+    shown = card(world, 1).current
+    assert shown.text == "Signed: a friend" and len(shown.media) == 1  # the picture stays with the new caption
+    assert "edit" in await moderator_says(world, "/history 1")
