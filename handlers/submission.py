@@ -20,7 +20,15 @@ from handlers.common import (
 )
 from handlers.context import DAY, MAX_LETTER_LENGTH, MAX_OPEN_LETTERS, SPLIT_MARGIN, Context
 from handlers.domain import LetterAnnounced, LetterWithdrawn
-from handlers.events import UNDECRYPTABLE, ChatRef, IncomingMessage, MessageDeleted, MessageEdited, OutgoingMessage
+from handlers.events import (
+    UNDECRYPTABLE,
+    ChatRef,
+    IncomingMessage,
+    Media,
+    MessageDeleted,
+    MessageEdited,
+    OutgoingMessage,
+)
 from handlers.outbox import say
 from handlers.text import clean_text
 from storage.letters import (
@@ -72,39 +80,55 @@ async def help_private(ctx: Context, message: IncomingMessage, command: Command)
 async def letter(ctx: Context, message: IncomingMessage) -> None:
     """A supporter's message in a private chat: checked against the limits, stored, then answered."""
     assert message.sender is not None
-    _ = gettext_for(ctx, reader_language(ctx, message))
     with_media = bool(message.attachments) and ctx.media is not None
-    if message.text is None and not with_media:
-        await refuse(ctx, message, "not text", _not_carried(ctx, message))
-        return
-    text = clean_text(message.text or "")
-    if not text and not with_media:
-        await refuse(ctx, message, "empty", _("That message is empty. Write your letter as text, in any language."))
-        return
-    # Checked before anything is stored: a banned account leaves no new trace.
-    if await ctx.repos.bans.is_banned(account_of(ctx, message)):
-        await refuse(ctx, message, "banned", _("Sorry, the moderators no longer accept letters from this account."))
+    if await _refused_at_once(ctx, message, with_media):
         return
     if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
         return  # the same platform message again (a replayed update): it is stored already
     media = await media_intake.take(ctx, message) if with_media else []
     if media is None:
         return  # refused, and answered
-    async with ctx.transaction():
-        if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
-            return
-        stored = await _store(ctx, message, _part(message, text))
-        if stored is not None and media:
-            await ctx.repos.media.add(stored.id, [media_intake.stored(item) for item in media])
-        left_out = message.left_out or (message.attachments if not with_media else ())
-        if stored is not None and left_out:
-            await _tell_left_out(ctx, message, len(left_out))  # once, with the letter: a replay is not told again
+    stored = await _store_with_media(ctx, message, media, with_media)
     if stored is None:
         return
     if _may_grow(ctx, stored, message):
         ctx.scheduler.call_later(ctx.policy.letter_join_seconds, lambda: announce_when_complete(ctx, stored.id))
     else:
         await announce(ctx, stored.id)
+
+
+async def _refused_at_once(ctx: Context, message: IncomingMessage, with_media: bool) -> bool:
+    """Nothing to carry, or a banned sender: answered before anything is fetched or stored."""
+    _ = gettext_for(ctx, reader_language(ctx, message))
+    if message.text is None and not with_media:
+        await refuse(ctx, message, "not text", _not_carried(ctx, message))
+        return True
+    if not clean_text(message.text or "") and not with_media:
+        await refuse(ctx, message, "empty", _("That message is empty. Write your letter as text, in any language."))
+        return True
+    # A banned account leaves no new trace.
+    if await ctx.repos.bans.is_banned(account_of(ctx, message)):
+        await refuse(ctx, message, "banned", _("Sorry, the moderators no longer accept letters from this account."))
+        return True
+    return False
+
+
+async def _store_with_media(
+    ctx: Context, message: IncomingMessage, media: list[Media], with_media: bool
+) -> Growing | None:
+    """The part, its media and the note of what did not travel, in one transaction; None when not stored."""
+    async with ctx.transaction():
+        if await ctx.repos.letters.has_part(message.chat.platform, message.chat.chat_id, message.message_id):
+            return None
+        stored = await _store(ctx, message, _part(message, clean_text(message.text or "")))
+        if stored is None:
+            return None
+        if media:
+            await ctx.repos.media.add(stored.id, [media_intake.stored(item) for item in media])
+        left_out = message.left_out or (message.attachments if not with_media else ())
+        if left_out:
+            await _tell_left_out(ctx, message, len(left_out))  # once, with the letter: a replay is not told again
+        return stored
 
 
 def _not_carried(ctx: Context, message: IncomingMessage) -> str:
