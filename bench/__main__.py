@@ -10,8 +10,8 @@
 7  Matrix, real Synapse: one letter to 100 end-to-end encrypted rooms ÷ the same to 100 unencrypted rooms (≤ 1.5)
 8  Email, real Dovecot: one letter to 300 subscribers at 50 mails/s ÷ the 6 s minimum (≤ 1.1, each once); 200
    letters mailed at once: letters/s, receipt p50/p95; the corpus parsed as plain, HTML, quoted-printable mail
-9  Media: one photo letter to 2,000 subscriptions: uploads (= 1), photo ÷ text deliveries/s; cleaning a 12 and a
-   1 megapixel JPEG: milliseconds, output ÷ input size
+9  Media: one photo letter to 2,000 Telegram subscriptions and to 100 Matrix rooms (real Synapse): uploads (= 1
+   on each), photo ÷ text deliveries/s; cleaning a 12 and a 1 megapixel JPEG: milliseconds, output ÷ input size
 
 Benchmarks report; they never fail on speed. The exit status is 1 only when a benchmark could not run (an
 error), never for a missed goal.
@@ -44,7 +44,7 @@ NAMES = {
 }
 GOALS = {1: "≥ 0.9", 2: "≤ 1.05 with 0 × 429", 3: "≥ 0.9", 4: "≤ 150 MiB peak RSS", 5: "largest intake pause ≤ 100 ms",
          6: "others' receipt p99 < 1 s; part 1,500 ÷ part 100 ≈ 1 (≤ 1.5)", 7: "≤ 1.5 ×",
-         8: "≤ 1.1 × N ÷ 50/s, each subscriber once", 9: "uploads = 1"}
+         8: "≤ 1.1 × N ÷ 50/s, each subscriber once", 9: "uploads = 1 on each network"}
 
 
 def benchmark(number: int, quick: bool) -> Callable[[], Awaitable[Result]]:
@@ -86,7 +86,7 @@ def benchmark(number: int, quick: bool) -> Callable[[], Awaitable[Result]]:
     if number == 9:
         from bench.media import media_letters
 
-        return lambda: media_letters(200 if quick else 2000)
+        return lambda: media_letters(*((200, 15) if quick else (2000, 100)))
     raise ValueError(number)
 
 

@@ -4,7 +4,10 @@
    API emulator: how many uploads (one: the moderators' card; every subscriber then gets the file_id), how many
    sendPhoto calls, and the deliveries/s from the approval to the last recorded sent, beside a text letter of the
    same caption in the same run.
-2. Cleaning cost: `bot.media.clean` on a 12- and a 1-megapixel camera JPEG (EXIF with GPS, orientation 6).
+2. The same on Matrix, a real Synapse: one photo letter to N subscriber rooms; the bot's uploads to the media
+   repository over the whole letter (the card and every room: one), the m.image events in the rooms, and the
+   deliveries/s from the approval to the last recorded sent, beside a text letter of the same caption.
+3. Cleaning cost: `bot.media.clean` on a 12- and a 1-megapixel camera JPEG (EXIF with GPS, orientation 6).
 """
 
 from __future__ import annotations
@@ -30,14 +33,20 @@ from bench.common import (
     temp_dir,
     wait_broadcast,
 )
+from bench.matrix import limited
+from bench.matrix import subscribe_all as subscribe_rooms
 from bench.telegram import READING_SECONDS, World, drop_pending_updates, make_world, settings_for, subscribe_all
 from bot.app import Relay
+from bot.config import Settings
 from bot.media import clean
 from storage.deliveries import Progress
 from tests.emulators.telegram import TelegramEmulator
+from tests.homeserver import Homeserver, fresh_name
+from tests.matrix_people import direct_room
+from tests.test_e2e_matrix_media import bot_uploads, files_from, send_photo
 from tests.test_media import TELLTALES, camera_exif, phone_photo
 
-GOAL = "uploads = 1"
+GOAL = "uploads = 1 on each network"
 LATENCY = 0.02  # letters 3 and 4: a round trip added to every Bot API call, as a remote Telegram has
 
 
@@ -178,6 +187,95 @@ async def one_photo_letter(subscriptions: int) -> tuple[list[tuple[str, str]], i
     return lines, len(uploads), len(rates) == len(runs)
 
 
+async def matrix_photo_letter(count: int) -> tuple[list[tuple[str, str]], int | None, bool]:
+    """Part 2: the block's lines, the bot's uploads for the photo letter, and whether both broadcasts finished."""
+    photo = phone_photo()
+    lines: list[tuple[str, str]] = []
+    runs: dict[str, tuple[Progress, BroadcastTimes, float]] = {}
+    uploads: dict[str, int] = {}
+    with temp_dir("relay-bench-9m-") as tmp, tally_logs() as tally:
+        hs = Homeserver()
+        await hs.start()
+        try:
+            bot = await hs.register(fresh_name("relay"), exempt=True)
+            bot_user, bot_password = bot.user_id, bot.password
+            await bot.close()  # the bot logs in by itself
+            host = await hs.register(fresh_name("host"), exempt=True)  # creates the subscriber rooms
+            mo = await hs.register(fresh_name("mo"), displayname="Mo", exempt=True)
+            alice = await hs.register(fresh_name("alice"), exempt=True)
+            mods = await mo.create_room(name="Moderators", invite=[bot_user])
+            room_ids = await limited(
+                (lambda i=i: host.create_room(name=f"Subscribers {i}", invite=[bot_user])) for i in range(count))
+            database = tmp / "relay.db"
+            await subscribe_rooms(database, room_ids)
+            env = {"MATRIX_HOMESERVER": hs.url, "MATRIX_USER": bot_user, "MATRIX_PASSWORD": bot_password,
+                   "MATRIX_MODERATION_ROOM": mods, "DATABASE": str(database), "LETTER_JOIN_SECONDS": "0",
+                   "TRANSLATOR": "none"}
+            relay = Relay(Settings.from_env(env))  # rates from the settings: MATRIX_RATES, as deployed
+            await relay.start()
+            try:
+                assert relay.ctx is not None and relay.worker is not None
+                rates = relay.worker.pacers["matrix"].rates
+                dm = await direct_room(alice, bot_user)
+                for number, kind in ((1, "photo"), (2, "text")):
+                    before = len(await bot_uploads(hs, bot_user))
+                    caption = f"{LETTER} ({number})"
+                    if kind == "photo":
+                        await send_photo(alice, dm, photo, caption)
+                    else:
+                        await alice.send_text(dm, caption)
+                    await mo.wait_for_text(mods, bot_user, rf"^📨 Letter #{number} ", within=30)
+                    await asyncio.sleep(1.0)  # a moderator reads before approving
+                    carded = len(await bot_uploads(hs, bot_user))
+                    command_at = time.time()
+                    await mo.send_text(mods, f"!approve {number}")
+                    progress = await wait_broadcast(relay.ctx.repos, number, count, within=60 + count)
+                    runs[kind] = (progress, await broadcast_times(relay.ctx.repos, number), command_at)
+                    uploads[kind] = len(await bot_uploads(hs, bot_user)) - before
+                    uploads[f"{kind} card"] = carded - before
+            finally:
+                await relay.stop()
+            in_rooms = await limited((lambda room_id=room_id: host.messages(room_id)) for room_id in room_ids)
+            images = [files_from(events, bot_user) for events in in_rooms]
+            texts = sum(1 for events in in_rooms for event in events if event.get("sender") == bot_user
+                        and event.get("type") == "m.room.message"
+                        and (event.get("content") or {}).get("msgtype") == "m.text")
+            in_mods = files_from(await mo.messages(mods), bot_user)
+            listed = await bot_uploads(hs, bot_user)
+        finally:
+            await hs.stop()
+
+    urls = collections.Counter(event["content"].get("url") for found in [*images, in_mods] for event in found)
+    lines.append(("setup", f"{count} rooms on a real Synapse, created by one person inviting the bot (joined at "
+                           f"start-up); bot rate-limit exempt, rates {rates}; the same photo and caption; letter #1 "
+                           f"the photo, #2 the caption as text"))
+    lines.append(("uploads", f"photo letter: {uploads['photo']} (card {uploads['photo card']}, then "
+                             f"{uploads['photo'] - uploads['photo card']} for {count} rooms); text letter: "
+                             f"{uploads['text']}; {len(listed)} listed by the admin API in the run ("
+                             + ", ".join(f"{m.get('media_type')} {m.get('media_length', 0):,} bytes"
+                                         for m in listed) + ")"))
+    lines.append(("m.image", f"{sum(map(len, images)):,} in {sum(1 for found in images if found)} of {count} rooms "
+                             f"(most in one room: {max(map(len, images), default=0)}), {len(in_mods)} in the "
+                             f"moderators' room; {len(urls)} distinct mxc:// URI(s); beside them {texts:,} m.text "
+                             f"events from the bot in the rooms (both letters)"))
+    rates_of: dict[str, float] = {}
+    for kind, (progress, times, command_at) in runs.items():
+        label = f"{kind} letter"
+        if times.elapsed is None or times.first_sent is None or times.last_sent is None or not progress.sent:
+            lines.append((label, f"{progress_text(progress)}; none recorded as sent"))
+            continue
+        rates_of[kind] = progress.sent / times.elapsed
+        lines.append((label, f"{progress_text(progress)}; approval → last recorded sent {times.elapsed:.2f} s = "
+                             f"{rates_of[kind]:,.1f} deliveries/s (first after "
+                             f"{times.first_sent - times.decided_at:.3f} s; from the !approve message "
+                             f"{times.last_sent - command_at:.2f} s); {retries_text(times)}"))
+    finished = len(rates_of) == len(runs) and all(p.sent == count for p, _, _ in runs.values())
+    if len(rates_of) == len(runs):
+        lines.append(("ratio", f"photo ÷ text deliveries/s: {rates_of['photo'] / rates_of['text']:.2f}"))
+    lines += [("bot log", line) for line in tally.top(3, skip=("starting", "stopped", "syncing", "migration"))]
+    return lines, uploads.get("photo"), finished
+
+
 def camera_jpeg(width: int, height: int) -> bytes:
     """A camera-like JPEG: gradients and noise (so it does not compress to nothing), with EXIF, GPS included."""
     gradient = Image.linear_gradient("L").resize((width, height))
@@ -208,16 +306,21 @@ def cleaning_cost() -> list[tuple[str, str]]:
     return lines
 
 
-async def media_letters(subscriptions: int) -> Result:
+async def media_letters(subscriptions: int, rooms: int) -> Result:
     name = "Media: one photo letter"
-    title = f"Media: one photo letter to {n(subscriptions)} subscriptions, and the cost of cleaning a photo"
+    title = (f"Media: one photo letter to {n(subscriptions)} Telegram subscriptions and {n(rooms)} Matrix rooms, "
+             f"and the cost of cleaning a photo")
     lines, uploads, finished = await one_photo_letter(subscriptions)
+    matrix_lines, matrix_uploads, matrix_finished = await matrix_photo_letter(rooms)
+    lines += [(f"Matrix {label}" if label else label, text) for label, text in matrix_lines]
     lines += cleaning_cost()
-    if not finished:
-        return Result(9, name, "a broadcast did not finish", GOAL, None, lines=lines, title=title)
+    headline = f"uploads: Telegram {uploads}, Matrix {matrix_uploads}"
+    if not (finished and matrix_finished):
+        return Result(9, name, f"{headline}; a broadcast did not finish", GOAL, None, lines=lines, title=title)
     ratio = next(text for label, text in lines if label == "ratio").rsplit(" ", 1)[-1]
     remote = next(text for label, text in lines if text.startswith("with ")).rsplit(" ", 1)[-1]
-    return Result(9, name, f"uploads = {uploads}", GOAL, uploads == 1,
-                  details=f"photo ÷ text deliveries/s {ratio} ({remote} with {LATENCY * 1000:.0f} ms per call), "
-                          f"{n(subscriptions)} subscriptions",
+    matrix_ratio = next(text for label, text in matrix_lines if label == "ratio").rsplit(" ", 1)[-1]
+    return Result(9, name, headline, GOAL, uploads == 1 and matrix_uploads == 1,
+                  details=f"photo ÷ text deliveries/s: Telegram {ratio} ({remote} with {LATENCY * 1000:.0f} ms per "
+                          f"call), Matrix {matrix_ratio}; {n(subscriptions)} subscriptions, {n(rooms)} rooms",
                   lines=lines, title=title)
