@@ -27,13 +27,13 @@ from telegram import (
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
-from telegram.request import HTTPXRequest
 
 from bot.markup import render_telegram_html
 from bot.networks.base import KeyValue, MediaReader
 from bot.networks.telegram import TelegramSettings
 from bot.networks.telegram import owns as owns_reference
 from bot.transports.telegram_media import MAX_CAPTION, TelegramMedia, attachments_of
+from bot.transports.telegram_request import REQUESTS
 from bot.transports.telegram_updates import TolerantBot
 from handlers.events import (
     ActionPressed,
@@ -83,8 +83,8 @@ class TelegramTransport:
             token=settings.token,
             base_url=f"{settings.api_url}/bot",
             base_file_url=f"{settings.api_url}/file/bot",
-            request=HTTPXRequest(connection_pool_size=connection_pool_size, pool_timeout=30),
-            get_updates_request=HTTPXRequest(connection_pool_size=1),
+            request=REQUESTS[settings.http_backend](connection_pool_size=connection_pool_size, pool_timeout=30),
+            get_updates_request=REQUESTS[settings.http_backend](connection_pool_size=1),
         )
         self.application: Application = ApplicationBuilder().bot(bot).build()
         self.media = TelegramMedia(bot, state, media)
