@@ -169,6 +169,14 @@ async def test_multipart_uploads_are_accepted(emu: TelegramEmulator, bot: telegr
     assert emu.file_bytes(sent.document.file_id) == b"%PDF-1.7 ..."
 
 
+async def test_a_large_upload_streams(emu: TelegramEmulator, bot: telegram.Bot) -> None:
+    """Over 1 MB of bytes: aiohttp would warn (an error here) if they were written to the socket in one go."""
+    alice, _ = people(emu)
+    data = bytes(range(256)) * (6 * 1024 * 1024 // 256)
+    sent = await bot.send_document(alice["id"], data, filename="big.bin")
+    assert emu.file_bytes(sent.document.file_id) == data
+
+
 async def test_media_group_with_attach(emu: TelegramEmulator, bot: telegram.Bot) -> None:
     alice, _ = people(emu)
     one, two = png(10, 10, 0), png(10, 10, 200)

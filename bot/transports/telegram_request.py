@@ -29,6 +29,7 @@ it is not chained, so that a logged traceback cannot show it either).
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from typing import Any
 from urllib.parse import quote, unquote
@@ -189,7 +190,9 @@ def _body(fields: dict[str, str] | None, files: dict[str, FieldTuple] | None) ->
             part.headers[hdrs.CONTENT_DISPOSITION] = f"form-data; {_param('name', name)}"
             writer.append_payload(part)
         for name, (filename, content, content_type) in files.items():
-            part = payload.get_payload(content, content_type=content_type or "application/octet-stream")
+            # Bytes as a stream: aiohttp writes a large bytes body in one go (blocking the loop, it warns).
+            stream = io.BytesIO(content) if isinstance(content, bytes | bytearray | memoryview) else content
+            part = payload.get_payload(stream, content_type=content_type or "application/octet-stream")
             part.headers.popall(hdrs.CONTENT_LENGTH, None)
             disposition = f"form-data; {_param('name', name)}"
             if filename:
