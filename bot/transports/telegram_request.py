@@ -8,7 +8,10 @@ Measured, PTB's default `HTTPXRequest` does 275–523 sends/s and gets slower wi
 What is sent is what `HTTPXRequest` sends: no body without parameters; the JSON-encoded parameters as an
 urlencoded form; with files, a multipart/form-data body whose fields come first (no Content-Type of their own)
 and whose files have their names and content types as PTB gives them, the headers encoded as httpx does.
-Redirects are not followed and proxies come from the environment, as with httpx's defaults.
+Redirects are not followed and proxies come from the environment, as with httpx's defaults. Not offered:
+HTTP/2, socket options, a `proxy` argument and SOCKS (TELEGRAM_HTTP_BACKEND=httpx keeps HTTPXRequest for those).
+File parts are streamed (bytes wrapped in BytesIO): aiohttp writes a bytes body over 1 MB in one go, blocking
+the loop, and warns so.
 
 Timeouts (`None` waits for ever; a value left at DEFAULT_NONE is this instance's default, as in HTTPXRequest):
 
