@@ -180,7 +180,9 @@ class Relay:
         await asyncio.gather(*self._chores, return_exceptions=True)
         for name, network in self.networks.items():
             try:
-                await network.stop_receiving()
+                # Bounded: a network waits for the events it handed over, and one stuck handler must not hold the
+                # stop for ever (what it had not finished comes again at the next start).
+                await asyncio.wait_for(network.stop_receiving(), DRAIN_SECONDS * 2)
             except Exception as error:
                 log.warning("%s did not stop receiving cleanly (%s)", name, type(error).__name__)
         if self.intake is not None:
