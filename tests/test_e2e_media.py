@@ -5,46 +5,15 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 
-from bot.app import Relay
-from bot.config import Settings
-from tests.emulators.telegram import TelegramEmulator
-from tests.test_e2e_telegram import FAST, TOKEN, Scene
+from tests import test_e2e_telegram
+from tests.test_e2e_telegram import Scene
 from tests.test_media import TELLTALES, phone_photo
 
-
-@pytest.fixture
-async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
-    async with TelegramEmulator(TOKEN) as emu:
-        mo = emu.add_user("Mo", username="mo")
-        kim = emu.add_user("Kim")
-        alice = emu.add_user("Alice", username="alice_at_risk", language_code="en")
-        mods = emu.add_group("Moderators", members=[(mo, "member"), (kim, "administrator")],
-                             bot_status="administrator")
-        channel = emu.add_channel("News", username="news")
-        scene = Scene(emu, mods, channel, mo, kim, alice, tmp_path / "relay.db", [])
-        try:
-            yield scene
-        finally:
-            while scene.relays:
-                await scene.stop_bot()
-
-
-async def start(scene: Scene, **settings: str) -> Relay:
-    relay = Relay(Settings.from_env({
-        "TELEGRAM_TOKEN": TOKEN, "TELEGRAM_API_URL": scene.emu.api_root,
-        "TELEGRAM_MODERATION_CHAT": str(scene.mods["id"]), "DATABASE": str(scene.database),
-        "LETTER_JOIN_SECONDS": "1", "TRANSLATOR": "none", **settings,
-    }), rates={"telegram": FAST})
-    await relay.start()
-    scene.relays.append(relay)
-    return relay
+scene = test_e2e_telegram.scene  # the Telegram scenes' fixture: the same people, group and channel
 
 
 def media_of(scene: Scene, chat: Any) -> list[dict[str, Any]]:
@@ -64,7 +33,7 @@ async def approve(scene: Scene, number: int) -> None:
 
 
 async def test_a_phone_photo_reaches_moderators_and_subscribers_without_its_metadata(scene: Scene) -> None:
-    await start(scene)
+    await scene.start_bot()
     await scene.subscribe_channel()
     scene.emu.user_sends_photo(scene.alice, phone_photo(), caption="Our banner at the factory gate ✊")
     await scene.bot_says(scene.alice, r"#1\b")
@@ -85,7 +54,7 @@ async def test_a_phone_photo_reaches_moderators_and_subscribers_without_its_meta
 
 
 async def test_a_photo_sent_as_a_document_goes_out_as_a_cleaned_photo(scene: Scene) -> None:
-    await start(scene)
+    await scene.start_bot()
     await scene.subscribe_channel()
     scene.emu.user_sends_document(scene.alice, phone_photo(), "IMG_20240301_143022.JPG", "application/octet-stream")
     await scene.bot_says(scene.alice, r"#1\b")
@@ -97,7 +66,7 @@ async def test_a_photo_sent_as_a_document_goes_out_as_a_cleaned_photo(scene: Sce
 
 
 async def test_an_album_is_one_letter_with_one_receipt_and_one_album_delivered(scene: Scene) -> None:
-    await start(scene)
+    await scene.start_bot()
     await scene.subscribe_channel()
     for index in range(3):
         scene.emu.user_sends_photo(scene.alice, phone_photo(), caption="Three of us" if index == 0 else None,
@@ -112,7 +81,7 @@ async def test_an_album_is_one_letter_with_one_receipt_and_one_album_delivered(s
 
 
 async def test_a_caption_too_long_for_telegram_follows_its_picture_whole(scene: Scene) -> None:
-    await start(scene)
+    await scene.start_bot()
     await scene.subscribe_channel()
     caption = ("We stand with you. " * 53).strip()  # 1,006 characters: a caption, until the letter's title
     scene.emu.user_sends_photo(scene.alice, phone_photo(), caption=caption)
@@ -125,20 +94,20 @@ async def test_a_caption_too_long_for_telegram_follows_its_picture_whole(scene: 
 
 
 async def test_a_file_over_the_limit_is_refused_before_any_download(scene: Scene) -> None:
-    await start(scene, MEDIA_MAX_MB="1")
+    await scene.start_bot(MEDIA_MAX_MB="1")
     scene.emu.user_sends_document(scene.alice, b"%PDF-1.4\n" + bytes(1_200_000), "report.pdf", "application/pdf")
     await scene.bot_says(scene.alice, "too large: I can take files of up to 1 MB")
     assert scene.emu.downloads == []
 
 
 async def test_stickers_keep_their_clear_answer(scene: Scene) -> None:
-    await start(scene)
+    await scene.start_bot()
     scene.emu.user_sends_sticker(scene.alice, b"RIFF\0\0\0\0WEBPVP8 ")
     await scene.bot_says(scene.alice, "not this kind of message")
 
 
 async def test_a_rejected_photo_leaves_the_moderators_room(scene: Scene) -> None:
-    await start(scene)
+    await scene.start_bot()
     scene.emu.user_sends_photo(scene.alice, phone_photo(), caption="Please reject me")
     card = await scene.card(1)
     reject = card["reply_markup"]["inline_keyboard"][0][1]["callback_data"]
@@ -151,7 +120,7 @@ def identifies(text: str, person: dict[str, Any]) -> bool:
 
 
 async def test_a_picture_too_big_for_a_telegram_photo_goes_as_a_document(scene: Scene) -> None:
-    await start(scene)
+    await scene.start_bot()
     noise = Image.frombytes("RGB", (1900, 1900), os.urandom(1900 * 1900 * 3))
     png = io.BytesIO()
     noise.save(png, "PNG", compress_level=1)

@@ -37,7 +37,7 @@ class Scene:
     database: Path
     relays: list[Relay]
 
-    async def start_bot(self, join_seconds: float = 1.0, rates: Rates = FAST) -> Relay:
+    async def start_bot(self, join_seconds: float = 1.0, rates: Rates = FAST, **more: str) -> Relay:
         settings = Settings.from_env({
             "TELEGRAM_TOKEN": TOKEN,
             "TELEGRAM_API_URL": self.emu.api_root,
@@ -45,6 +45,7 @@ class Scene:
             "DATABASE": str(self.database),
             "LETTER_JOIN_SECONDS": str(join_seconds),
             "TRANSLATOR": "none",
+            **more,
         })
         relay = Relay(settings, rates={"telegram": rates})
         await relay.start()
