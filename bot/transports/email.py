@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from email.message import EmailMessage
 
-import aiosmtplib
-
 from bot.networks.base import KeyValue, MediaReader
 from bot.networks.email_settings import EmailSettings
 from bot.transports.email_inbox import Inbox
@@ -403,21 +401,11 @@ class EmailTransport:
         finally:
             await self.inbox.close()
         try:
-            await self._smtp_login()
+            await self.sender.login()
             print(f"email: SMTP {smtp.host}:{smtp.port} ({smtp.security}): logged in")
         except Exception as error:
             problems.append(f"email: SMTP {smtp.host}:{smtp.port}: {type(error).__name__}: {error}")
         return problems
-
-    async def _smtp_login(self) -> None:
-        server = self.settings.smtp
-        client = aiosmtplib.SMTP(
-            hostname=server.host, port=server.port, use_tls=server.security == "tls",
-            start_tls=server.security == "starttls",
-            tls_context=self.sender.tls if server.security != "plain" else None, timeout=30,
-        )
-        async with client:
-            await client.login(self.settings.user, self.settings.password)
 
 
 def _kind_of(mime_type: str) -> str:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import ssl
 from email.message import EmailMessage
+from typing import Any
 
 import aiosmtplib
 
 from bot.networks.email_settings import MailServer
 from handlers.ports import DeliveryError
+
+# `--check` answers within this, whatever a send may wait.
+CHECK_SECONDS = 30.0
 
 
 class MailSender:
@@ -30,21 +34,10 @@ class MailSender:
         self.timeout = timeout
 
     async def send(self, message: EmailMessage, recipient: str) -> None:
-        server = self.server
         try:
             await aiosmtplib.send(
-                message,
-                sender=self.envelope_from,
-                recipients=[recipient],
-                hostname=server.host,
-                port=server.port,
-                username=self.user,
-                password=self.password,
-                use_tls=server.security == "tls",
-                # STARTTLS is required, not merely tried, where the server is not on this machine.
-                start_tls=server.security == "starttls",
-                tls_context=self.tls if server.security != "plain" else None,
-                timeout=self.timeout,
+                message, sender=self.envelope_from, recipients=[recipient], username=self.user,
+                password=self.password, **self._connection(),
             )
         except aiosmtplib.SMTPRecipientsRefused as refused:
             raise _refusal(refused.recipients[0].code, "recipient refused") from None
@@ -57,6 +50,24 @@ class MailSender:
             raise _refusal(error.code, "message refused", gone_on_5xx=False) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             raise DeliveryError(f"SMTP server unreachable ({type(error).__name__})", retryable=True) from None
+
+
+    async def login(self) -> None:
+        """Connect and log in, then leave (`--check`); aiosmtplib's errors as they come."""
+        async with aiosmtplib.SMTP(**(self._connection() | {"timeout": CHECK_SECONDS})) as client:
+            await client.login(self.user, self.password)
+
+    def _connection(self) -> dict[str, Any]:
+        server = self.server
+        return {
+            "hostname": server.host,
+            "port": server.port,
+            "use_tls": server.security == "tls",
+            # STARTTLS is required, not merely tried, where the server is not on this machine.
+            "start_tls": server.security == "starttls",
+            "tls_context": self.tls if server.security != "plain" else None,
+            "timeout": self.timeout,
+        }
 
 
 def _refusal(code: int, what: str, gone_on_5xx: bool = True) -> DeliveryError:
