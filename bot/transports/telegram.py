@@ -179,17 +179,20 @@ class TelegramTransport:
         try:
             if message.media:
                 return await self._send_with_media(message, options)
-            sent = await self.bot.send_message(
-                chat_id=_chat_id(message.chat_id),
-                text=render_telegram_html(message.title, message.text, message.footer, message.quoted),
-                parse_mode=ParseMode.HTML,
-                reply_markup=_keyboard(message),
-                link_preview_options=LinkPreviewOptions(is_disabled=True),
-                **options,
-            )
+            sent = await self._send_text(message, options)
         except TelegramError as error:
             raise normalise(error) from error
         return RemoteRef(PLATFORM, str(sent.chat_id), str(sent.message_id))
+
+    async def _send_text(self, message: OutgoingMessage, options: dict[str, Any]) -> Message:
+        return await self.bot.send_message(
+            chat_id=_chat_id(message.chat_id),
+            text=render_telegram_html(message.title, message.text, message.footer, message.quoted),
+            parse_mode=ParseMode.HTML,
+            reply_markup=_keyboard(message),
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            **options,
+        )
 
     async def _send_with_media(self, message: OutgoingMessage, options: dict[str, Any]) -> RemoteRef:
         """A letter: its media with the text as caption. A card: its media, then its text with the buttons, which
@@ -198,11 +201,7 @@ class TelegramTransport:
             sent = await self.media.send_letter(message, options)
             return RemoteRef(PLATFORM, str(sent[-1].chat_id), str(sent[-1].message_id))
         shown = await self.media.send_bare(message.chat_id, message.media, options)
-        card = await self.bot.send_message(
-            chat_id=_chat_id(message.chat_id),
-            text=render_telegram_html(message.title, message.text, message.footer, message.quoted),
-            parse_mode=ParseMode.HTML, reply_markup=_keyboard(message),
-            link_preview_options=LinkPreviewOptions(is_disabled=True), **options)
+        card = await self._send_text(message, options)
         await self.media.remember_card_media(str(card.chat_id), card.message_id, [m.message_id for m in shown])
         return RemoteRef(PLATFORM, str(card.chat_id), str(card.message_id))
 
