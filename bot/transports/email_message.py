@@ -130,11 +130,15 @@ class IncomingMail:
     subject: str = field(repr=False)
     language: str | None  # ISO 639-1, from Content-Language
     text: str = field(repr=False)  # the letter: quoted reply history dropped, signature kept
-    attachments: tuple[str, ...] = field(default=(), repr=False)  # file names, or content types where none
-    files: tuple[MailFile, ...] = field(default=(), repr=False)  # the attachments themselves, in the same order
+    files: tuple[MailFile, ...] = field(default=(), repr=False)  # the attachments, in the mail's order
     automatic: str | None = None  # why a machine sent it: never a letter, never answered
     unreadable: str | None = None  # why it could not be read as a letter (no sender, too large, malformed)
     truncated: bool = False  # the text was cut at MAX_TEXT_CHARS
+
+    @property
+    def attachments(self) -> tuple[str, ...]:
+        """The attachments' file names, or their content types where they have none."""
+        return tuple(file.name for file in self.files)
 
     @property
     def thread(self) -> Thread | None:
@@ -212,7 +216,6 @@ def _read(msg: EmailMessage) -> IncomingMail:
         subject=_one_line(_header(msg, "Subject")),
         language=_safe(lambda: _language(msg, body)),
         text=text,
-        attachments=tuple(file.name for file in files),
         files=files,
         automatic=_automatic(msg, sender, return_path),
         unreadable=None if sender else NO_SENDER,
