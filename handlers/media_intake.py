@@ -11,6 +11,7 @@ import logging
 from handlers.common import gettext_for, reader_language, refuse
 from handlers.context import Context
 from handlers.events import Attachment, IncomingMessage, Media
+from handlers.loggable import without_ids
 from handlers.ports import DeliveryError, MediaRefused
 from storage.media import StoredMedia
 
@@ -45,7 +46,7 @@ async def _keep(ctx: Context, message: IncomingMessage, attachment: Attachment) 
         await refuse(ctx, message, "media size", _too_large(ctx, message, ctx.policy.media_max_bytes))
         return None
     except DeliveryError as error:
-        log.info("a file could not be fetched (%s)", error.reason)
+        log.info("a file could not be fetched (%s)", without_ids(error.reason))  # a server's words may quote ids
         await refuse(ctx, message, "media fetch", _("I could not download your file. Please send it again."))
         return None
     if len(data) > ctx.policy.media_max_bytes:  # the network's size was wrong, or it gave none
