@@ -253,6 +253,37 @@ async def test_requests_are_the_ones_httpx_sends(server: Callable[[Handler], Awa
 # --- failures of the network ------------------------------------------------------------------------------------
 
 
+async def test_proxies_come_from_the_environment(
+    server: Callable[[Handler], Awaitable[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is used as httpx's default uses it, and NO_PROXY too; the lookup is made once per host."""
+    hosts: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        hosts.append(request.host)  # a proxy is asked for the absolute URL: the host is the Bot API's
+        return answer(request)
+
+    root = await server(proxy)
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", root)
+    async with telegram.Bot(TOKEN, base_url="http://api.telegram.invalid/bot",
+                            request=AiohttpRequest(connection_pool_size=2)) as ptb_bot:
+        await ptb_bot.send_message(5, "through the proxy")
+    assert hosts == ["api.telegram.invalid", "api.telegram.invalid"]  # getMe, sendMessage
+
+    monkeypatch.setenv("NO_PROXY", "api.telegram.invalid")
+    request = AiohttpRequest(connection_pool_size=1)
+    await request.initialize()
+    try:
+        with pytest.raises(NetworkError) as direct:  # no proxy: the .invalid name cannot resolve
+            await request.do_request(f"http://api.telegram.invalid/bot{TOKEN}/getMe", "POST")
+    finally:
+        await request.shutdown()
+    no_token(direct.value)
+    assert len(hosts) == 2
+
+
 async def test_connection_refused_is_network_error_without_the_token() -> None:
     ptb_bot = make_bot(f"http://127.0.0.1:{free_port()}", connect_timeout=2)
     try:

@@ -8,8 +8,10 @@ Measured, PTB's default `HTTPXRequest` does 275–523 sends/s and gets slower wi
 What is sent is what `HTTPXRequest` sends: no body without parameters; the JSON-encoded parameters as an
 urlencoded form; with files, a multipart/form-data body whose fields come first (no Content-Type of their own)
 and whose files have their names and content types as PTB gives them, the headers encoded as httpx does.
-Redirects are not followed and proxies come from the environment, as with httpx's defaults. Not offered:
-HTTP/2, socket options, a `proxy` argument and SOCKS (TELEGRAM_HTTP_BACKEND=httpx keeps HTTPXRequest for those).
+Redirects are not followed and proxies come from the environment, as with httpx's defaults; they are looked up
+once per host, since aiohttp's own `trust_env` makes two thread-pool round trips (netrc, proxy) per request.
+Not offered: HTTP/2, socket options, a `proxy` argument and SOCKS (TELEGRAM_HTTP_BACKEND=httpx keeps
+HTTPXRequest for those).
 File parts are streamed (bytes wrapped in BytesIO): aiohttp writes a bytes body over 1 MB in one go, blocking
 the loop, and warns so.
 
@@ -35,14 +37,16 @@ import asyncio
 import io
 import re
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 import aiohttp
 from aiohttp import hdrs, payload
+from aiohttp.helpers import get_env_proxy_for_url
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import FieldTuple, ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, HTTPXRequest, RequestData
+from yarl import URL
 
 # httpx's encoding of names in multipart headers (the HTML5 form's): quotes and control characters escaped.
 _FORM_ESCAPES = {'"': "%22", "\\": "\\\\"} | {chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}
@@ -64,8 +68,8 @@ class AiohttpRequest(BaseRequest):
     """
 
     __slots__ = (
-        "_connect_timeout", "_media_write_timeout", "_pool", "_pool_size", "_pool_timeout", "_read_timeout",
-        "_session", "_write_timeout",
+        "_connect_timeout", "_media_write_timeout", "_pool", "_pool_size", "_pool_timeout", "_proxies",
+        "_read_timeout", "_session", "_write_timeout",
     )
 
     def __init__(
@@ -87,6 +91,7 @@ class AiohttpRequest(BaseRequest):
         self._media_write_timeout = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
         self._pool: asyncio.Semaphore | None = None
+        self._proxies: dict[tuple[str, str], tuple[URL | None, aiohttp.BasicAuth | None]] = {}
 
     @property
     def read_timeout(self) -> float | None:
@@ -110,7 +115,6 @@ class AiohttpRequest(BaseRequest):
             connector=connector,
             headers={hdrs.USER_AGENT: self.USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=None),
-            trust_env=True,  # proxies from HTTP(S)_PROXY, as httpx's default
             raise_for_status=False,
         )
         self._pool = asyncio.Semaphore(self._pool_size)
@@ -162,8 +166,10 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut(message=POOL_TIMEOUT_MESSAGE) from None
         try:
             async with asyncio.timeout(deadline):
+                proxy, proxy_auth = self._proxy_for(url)
                 async with session.request(
-                    method, url, data=_body(fields, files), timeout=timeout, allow_redirects=False,
+                    method, url, data=_body(fields, files), timeout=timeout, allow_redirects=False, proxy=proxy,
+                    proxy_auth=proxy_auth,
                 ) as response:
                     return response.status, await response.read()
         except TimeoutError as error:  # aiohttp's timeouts are TimeoutErrors (and some also ClientErrors)
@@ -177,6 +183,17 @@ class AiohttpRequest(BaseRequest):
             raise NetworkError(safe) from error
         finally:
             pool.release()
+
+    def _proxy_for(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The proxy HTTP(S)_PROXY and NO_PROXY name for this URL's host (as httpx's default), or none."""
+        target = URL(url)
+        key = (target.scheme, target.host or "")
+        if key not in self._proxies:
+            try:
+                self._proxies[key] = get_env_proxy_for_url(target)
+            except LookupError:
+                self._proxies[key] = (None, None)
+        return self._proxies[key]
 
 
 # TELEGRAM_HTTP_BACKEND: the request class for each (httpx: PTB's own, for its proxy support).
@@ -204,7 +221,9 @@ def _body(fields: dict[str, str] | None, files: dict[str, FieldTuple] | None) ->
             writer.append_payload(part)
         return writer
     if fields:
-        return aiohttp.FormData(fields)
+        # Encoded here rather than by aiohttp.FormData, which also builds a multipart writer (and a random
+        # boundary) for every form, used or not.
+        return payload.BytesPayload(urlencode(fields).encode(), content_type="application/x-www-form-urlencoded")
     return None
 
 
