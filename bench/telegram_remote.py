@@ -43,7 +43,7 @@ def serve(connection: Connection, readers: int, limited: bool) -> None:
             connection.send((emu.api_root, mods["id"], chats))
             loop = asyncio.get_running_loop()
             while await loop.run_in_executor(None, connection.recv) != "stop":
-                connection.send(emu.count_429)
+                connection.send((emu.count_429, sorted({method for method, status, _ in emu.errors if status == 429})))
 
     asyncio.run(main())
 
@@ -82,8 +82,10 @@ class Emulator:
         self.root, self.mods, self.chats = await self._ask(None)
         return self
 
-    async def count_429(self) -> int:
-        return int(await self._ask("429?"))
+    async def count_429(self) -> tuple[int, list[str]]:
+        """429s answered so far, and the methods that got them."""
+        count, methods = await self._ask("429?")  # type: ignore[misc]
+        return count, methods
 
     async def _ask(self, question: str | None) -> object:
         loop = asyncio.get_running_loop()
@@ -98,24 +100,33 @@ class Emulator:
             self._child.kill()
 
 
-async def bare_loop(root: str, chats: list[int], backend: str, concurrency: int) -> Run:
-    """A plain telegram.Bot on `backend` sending one message per chat, `concurrency` at a time."""
-    from telegram import Bot
+async def bare_loop(root: str, chats: list[int], backend: str, concurrency: int, token: str = TOKEN,
+                    text: str = TEXT, plain: bool = False) -> Run:
+    """A plain telegram.Bot on `backend` sending one message per chat, `concurrency` at a time: the message the
+    bot sends (its HTML with the letter's title, no link preview), or with `plain` the text alone."""
+    from telegram import Bot, LinkPreviewOptions
+    from telegram.constants import ParseMode
 
+    from bot.markup import render_telegram_html
     from bot.transports.telegram_request import REQUESTS
 
+    options: dict[str, object] = {}
+    if not plain:
+        text = render_telegram_html("✊ Letter of solidarity #1", text, None)
+        options = {"parse_mode": ParseMode.HTML, "link_preview_options": LinkPreviewOptions(is_disabled=True)}
     request = REQUESTS[backend](connection_pool_size=concurrency + 1)
     pending = iter(chats)
 
     async def sender(bot: Bot) -> None:
         for chat in pending:
-            await bot.send_message(chat, TEXT)
+            await bot.send_message(chat, text, **options)  # type: ignore[arg-type]
 
-    async with Bot(TOKEN, base_url=f"{root}/bot", request=request) as bot:
+    async with Bot(token, base_url=f"{root}/bot", request=request) as bot:
         started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(sender(bot) for _ in range(concurrency)))
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-    return Run(f"bare PTB loop, {backend}, {concurrency} in flight", len(chats), seconds, cpu_seconds)
+    what = "plain text" if plain else "the bot's message"
+    return Run(f"bare PTB loop, {backend}, {concurrency} in flight, {what}", len(chats), seconds, cpu_seconds)
 
 
 async def bot_broadcast(
@@ -182,5 +193,5 @@ async def measure(readers: int, directory: Path, paid_readers: int | None = None
         async with Emulator(paid_readers, limited=True) as emu:
             paid, _ = await bot_broadcast(emu, directory, "bot, paid broadcast", {
                 "TELEGRAM_PAID_BROADCAST": "true", "TELEGRAM_MESSAGES_PER_SECOND": "1000"})
-            paid_429 = await emu.count_429()
+            paid_429, _ = await emu.count_429()
     return RemoteFigures(bare, bot, concurrency, paid, paid_429)

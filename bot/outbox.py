@@ -54,12 +54,16 @@ class Lane(enum.IntEnum):
 # Sends in flight per lane, beside the broadcasts' share: one per chat at most, so these are chats served at once.
 REPLY_SENDS = 8
 CARD_SENDS = 4
+CLAIM_BATCH_SHARE = 8  # deliveries are claimed once 1/8 of the broadcasts' share is free
 
 # Card edits count against the moderation chat's own rate limit (Telegram: 20 a minute into a group).
 PROGRESS_EVERY = 10.0
 # A moderator's correction of a letter's language or translation reaches deliveries within this time.
 RENDER_CACHE_SECONDS = 5.0
 RENDER_CACHE_SIZE = 64
+GROUP_COMMIT_GATHER = 0.005  # seconds a recorded send waits for others to share its commit (it is still in flight)
+# The reporter looks at most this often whether a broadcast is done (one query, however many sends ended).
+REPORT_GAP = 0.25
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,14 @@ class OutboxWorker:
         self._stopping = False
         self._run_task: asyncio.Task[None] | None = None
         self._in_flight: dict[asyncio.Task[None], tuple[Lane, str, str]] = {}
+        self._busy_in = dict.fromkeys(Lane, 0)  # sends in flight per lane, kept as they start and end
+        self._stop_requested = asyncio.Event()
         # When the replies and cards lanes may next have something to claim: now after a wake-up or a send, the
         # next retry otherwise. Looking only then keeps a broadcast's loop from asking for them every send.
         self._outbox_due = 0.0
         self._progress_shown: dict[int, float] = {}
-        self._rendered: dict[tuple[int, str, str], tuple[list[OutgoingMessage], float]] = {}
+        # (letter, language, platform) → its parts being rendered or rendered, until when they may be reused.
+        self._rendered: dict[tuple[int, str, str], tuple[asyncio.Future[list[OutgoingMessage]], float]] = {}
         # Letters whose broadcast moved on: one reporter asks for their cards' progress and whether they are done.
         self._touched: set[int] = set()
         self._touched_event = asyncio.Event()
@@ -149,7 +156,7 @@ class OutboxWorker:
         return any(self._busy(lane) < share for lane, share in self._shares.items())
 
     def _busy(self, lane: Lane) -> int:
-        return sum(1 for task_lane, _platform, _chat in self._in_flight.values() if task_lane == lane)
+        return self._busy_in[lane]
 
     async def _claim_and_start(self) -> int:
         now = self.ctx.clock.now()
@@ -164,7 +171,7 @@ class OutboxWorker:
                     started += 1
             retry_at = await self.ctx.repos.outbox.next_due_after(now)
             self._outbox_due = min(self._outbox_due, retry_at if retry_at is not None else math.inf)
-        free = self._free(Lane.BROADCASTS)
+        free = self._broadcast_room()
         if free > 0:
             for delivery in await self.ctx.repos.deliveries.claim_due(now, free, self._chats(Lane.BROADCASTS)):
                 self._start(self._deliver(delivery), Lane.BROADCASTS, delivery.platform, delivery.chat_id)
@@ -174,6 +181,14 @@ class OutboxWorker:
     def _free(self, lane: Lane) -> int:
         return max(self._shares[lane] - self._busy(lane), 0)
 
+    def _broadcast_room(self) -> int:
+        """Deliveries to claim now: none until an eighth of the lane is free (one claim per send at 1,000 sends
+        a second would be as many transactions), unless nothing is in flight."""
+        free = self._free(Lane.BROADCASTS)
+        if self._busy(Lane.BROADCASTS) and free < max(self.concurrency // CLAIM_BATCH_SHARE, 1):
+            return 0
+        return free
+
     def _chats(self, lane: Lane) -> frozenset[tuple[str, str]]:
         return frozenset((platform, chat) for task_lane, platform, chat in self._in_flight.values()
                          if task_lane == lane)
@@ -181,10 +196,14 @@ class OutboxWorker:
     def _start(self, send: Coroutine[Any, Any, None], lane: Lane, platform: str, chat_id: str) -> None:
         task = asyncio.create_task(send)
         self._in_flight[task] = (lane, platform, chat_id)
+        self._busy_in[lane] += 1
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        lane, _platform, _chat = self._in_flight.pop(task, (Lane.BROADCASTS, "", ""))
+        if task not in self._in_flight:
+            return
+        lane, _platform, _chat = self._in_flight.pop(task)
+        self._busy_in[lane] -= 1
         if lane != Lane.BROADCASTS:
             self._outbox_due = 0.0  # the chat's next row, if any, may go now
         self._wake.set()
@@ -193,14 +212,19 @@ class OutboxWorker:
         if not self._in_flight:
             for pacer in self.pacers.values():
                 pacer.forget_idle()  # between broadcasts: forget the chats, keep the memory flat
-        next_due = min(await self.ctx.repos.deliveries.next_due_at() or math.inf, self._outbox_due)
+        # With no room for deliveries, the next send to end wakes the loop: no need to ask when one falls due.
+        deliveries_due = (await self.ctx.repos.deliveries.next_due_at() or math.inf) if self._broadcast_room() else \
+            math.inf
+        next_due = min(deliveries_due, self._outbox_due)
         timeout = min(max(next_due - self.ctx.clock.now(), 0.05), 5.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: no task made for every wake-up
+                await self._wake.wait()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; give sends in flight `grace` seconds, then cancel them (they are retried at next start)."""
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         if self._run_task is not None and self._run_task is not asyncio.current_task():
             # A claim under way would otherwise start sends after we stopped waiting for them.
@@ -309,6 +333,9 @@ class OutboxWorker:
             await self._report_touched()
             if self._stopping:
                 return
+            # At 1,000 sends a second, a look per send would be 1,000 queries a second for one answer.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), REPORT_GAP)
 
     async def _report_touched(self) -> None:
         letters, self._touched = self._touched, set()
@@ -339,6 +366,9 @@ class OutboxWorker:
     async def _commit(self) -> None:
         try:
             while self._to_commit:
+                # Sends that end in the next few milliseconds share this transaction: at 1,000 a second they came
+                # one or two to a commit, each a round trip to the database thread.
+                await asyncio.sleep(GROUP_COMMIT_GATHER)
                 batch, self._to_commit = self._to_commit, []
                 try:
                     await self.ctx.repos.deliveries.mark_sent([entry for entry, _ in batch], self.ctx.clock.now())
@@ -374,15 +404,26 @@ class OutboxWorker:
         reaches every delivery that is not yet sent.
         """
         key = (job.letter_id, job.language, job.platform)
+        now = time.monotonic()
         cached = self._rendered.get(key)
-        if cached is None or cached[1] < time.monotonic():
-            letter = await self.ctx.repos.letters.get(job.letter_id)
-            assert letter is not None
-            parts = await broadcast.compose(self.ctx, letter, job.platform, job.language)  # NotReady: translating
-            if len(self._rendered) > RENDER_CACHE_SIZE:
+        if cached is None or cached[1] < now:
+            if len(self._rendered) >= RENDER_CACHE_SIZE:
                 self._rendered.clear()
-            cached = self._rendered[key] = (parts, time.monotonic() + RENDER_CACHE_SECONDS)
-        return broadcast.address(cached[0], job.letter_id, job.chat_id)
+            # One rendering shared by every send that asks meanwhile: a broadcast starts 128 sends at once.
+            rendering = asyncio.ensure_future(self._compose(job.letter_id, job.platform, job.language))
+            cached = self._rendered[key] = (rendering, now + RENDER_CACHE_SECONDS)
+        try:
+            parts = await asyncio.shield(cached[0])  # one send stopped (a shutdown) leaves it to the others
+        except Exception:
+            if self._rendered.get(key) is cached:
+                del self._rendered[key]  # not ready (translating) or failed: the next send tries again
+            raise
+        return broadcast.address(parts, job.letter_id, job.chat_id)
+
+    async def _compose(self, letter_id: int, platform: str, language: str) -> list[OutgoingMessage]:
+        letter = await self.ctx.repos.letters.get(letter_id)
+        assert letter is not None
+        return await broadcast.compose(self.ctx, letter, platform, language)  # NotReady: translating
 
     async def _failed(self, job: DeliveryJob, error: DeliveryError) -> None:
         repos, now = self.ctx.repos, self.ctx.clock.now()

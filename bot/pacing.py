@@ -4,12 +4,19 @@ Reserving the next free slot (instead of reacting to 429s) keeps a broadcast und
 without ever pausing unrelated destinations; a `retry_after` pushes back only the chat that got it. When 429s
 come from several chats within a few seconds, the platform's global limit is lower than we thought: the global
 rate is cut, then recovers slowly once they stop (additive increase, multiplicative decrease).
+
+The global slots are a schedule, one every 1/rate seconds: a send the event loop woke late (timers fire on
+millisecond ticks, a busy loop later still) keeps its place, and the next ones catch up, rather than every
+lateness pushing the whole broadcast back (measured before: 3 % over 600 sends at 30/s, 27 % at 1,000/s).
+Catching up never puts more than one second's worth of sends into any second, the window Telegram counts in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,6 +39,13 @@ CROWDED_WINDOW = 5.0
 CUT_FACTOR = 0.7
 RECOVERY_PER_SECOND = 0.05  # of the configured rate, regained per second without a crowded 429
 FLOOR_PER_SECOND = 0.5
+# Sends are counted over this window, as the platforms count them: never more than a window's worth in one.
+WINDOW_SECONDS = 1.0
+# How close two sends may come while catching up, as a share of the spacing: a late send may go at once, the
+# one after it half a slot later. Not below a timer tick: the event loop's timers fire on millisecond ticks, so a
+# shorter wait lasts a whole tick, which at 1,000/s is a whole slot (the window alone bounds those bursts).
+CATCH_UP_GAP = 0.5
+TIMER_TICK = 0.001
 
 
 class Pacer:
@@ -46,6 +60,7 @@ class Pacer:
         self.sleep = sleep
         self._next_global = 0.0
         self._last_sent = float("-inf")
+        self._window: deque[float] = deque()  # when the sends of the last WINDOW_SECONDS went, oldest first
         self._next_for_chat: dict[str, float] = {}
         self._rate = rates.per_second
         self._last_change = clock()
@@ -74,14 +89,29 @@ class Pacer:
         self._next_global = global_slot + spacing
         if global_slot > now:
             await self.sleep(global_slot - now)
-        # Tasks woken late by a busy loop would otherwise send in a burst: keep real sends apart too.
-        while (gap := self._last_sent + spacing - self.clock()) > 0:
-            await self.sleep(gap)
-        self._last_sent = self.clock()
+        await self._keep_apart(spacing)
         # Measure the chat's interval from the moment it really sends. (forget_idle may have dropped the chat
         # while this send waited for its global slot.)
         self._next_for_chat[chat_id] = max(self._next_for_chat.get(chat_id, 0.0),
                                            self._last_sent + self.rates.interval(kind))
+
+    async def _keep_apart(self, spacing: float) -> None:
+        """Late sends catch up, but no two closer than CATCH_UP_GAP of a slot, and no more in any window than the
+        rate allows there (a loop that stalled for a second must not then send two seconds' worth at once)."""
+        budget = max(math.ceil(self.rate * WINDOW_SECONDS), 1)
+        gap = spacing * CATCH_UP_GAP if spacing * CATCH_UP_GAP >= TIMER_TICK else 0.0
+        while True:
+            now = self.clock()
+            while self._window and self._window[0] <= now - WINDOW_SECONDS:
+                self._window.popleft()
+            wait = self._last_sent + gap - now
+            if len(self._window) >= budget:
+                wait = max(wait, self._window[0] + WINDOW_SECONDS - now)
+            if wait <= 0:
+                break
+            await self.sleep(wait)
+        self._last_sent = now
+        self._window.append(now)
 
     def pause(self, chat_id: str, seconds: float) -> None:
         """The platform asked this chat to wait; 429s across several chats also slow everything down."""

@@ -142,3 +142,22 @@ def test_media_max_mb_is_bounded_by_what_telegram_lets_a_bot_upload() -> None:
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({**base, "MEDIA_MAX_MB": "500"})
     assert raised.value.setting == "MEDIA_MAX_MB"
+
+
+def test_the_paid_rate_needs_paid_broadcast_and_keeps_under_telegrams_limits() -> None:
+    from bot.networks.telegram import NETWORK
+
+    base = {"TELEGRAM_TOKEN": TOKEN, "TELEGRAM_MODERATION_CHAT": "-1"}
+
+    def rate(**env: str) -> float:
+        section = Settings.from_env({**base, **env}).section("telegram")
+        assert section is not None
+        return NETWORK.rates(section).per_second
+
+    assert (rate(), rate(TELEGRAM_PAID_BROADCAST="true")) == (29.6, 980.0)
+    assert rate(TELEGRAM_MESSAGES_PER_SECOND="20") == 20.0
+    assert rate(TELEGRAM_MESSAGES_PER_SECOND="30") == 29.6  # Telegram's own limit: kept under it
+    assert rate(TELEGRAM_MESSAGES_PER_SECOND="1000", TELEGRAM_PAID_BROADCAST="true") == 980.0
+    with pytest.raises(ConfigError) as raised:  # without paying, 1,000 a second would be 429s
+        Settings.from_env({**base, "TELEGRAM_MESSAGES_PER_SECOND": "1000"})
+    assert raised.value.setting == "TELEGRAM_MESSAGES_PER_SECOND" and "TELEGRAM_PAID_BROADCAST" in str(raised.value)

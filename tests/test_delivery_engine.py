@@ -163,7 +163,7 @@ async def test_kill_9_mid_broadcast_loses_nothing_and_duplicates_at_most_the_sen
     scene: Broadcast, tmp_path: Path
 ) -> None:
     await scene.subscribe(channels=1000)
-    env = scene.settings(TELEGRAM_MESSAGES_PER_SECOND="400")
+    env = scene.settings(TELEGRAM_MESSAGES_PER_SECOND="400", TELEGRAM_PAID_BROADCAST="true")
     log = tmp_path / "bot.log"
     bot = start_bot_process(env, log)
     try:
