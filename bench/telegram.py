@@ -30,7 +30,7 @@ from bench.common import (
     wait_broadcast,
 )
 from bench.telegram_remote import Run
-from bot.app import Relay
+from bot.app import Relay, settle_memory
 from bot.config import Settings
 from bot.pacing import Rates
 from storage.db import Database
@@ -233,7 +233,7 @@ async def with_limits(private: int, groups: int, channels: int) -> Result:
     name = "Telegram, real limits"
     title = f"Telegram, real limits: {n(total)} subscriptions ({private} private, {groups} groups, {channels} channels)"
     minimum = total / GLOBAL_PER_SECOND  # each chat gets one message: only the global limit binds
-    goal = "≤ 1.05 with 0 × 429"
+    goal = "≤ 1.03 with 0 × 429"
     with temp_dir("relay-bench-2-") as tmp, tally_logs() as tally:
         async with TelegramEmulator(TOKEN) as emu:
             emu.limits = Limits(global_per_second=GLOBAL_PER_SECOND, per_chat_per_second=1, per_group_per_minute=20)
@@ -244,6 +244,7 @@ async def with_limits(private: int, groups: int, channels: int) -> Result:
 
             relay = Relay(settings_for(emu, world, database))  # rates from the settings: TELEGRAM_RATES
             await relay.start()
+            settle_memory()  # as `python -m bot` does once started
             try:
                 assert relay.ctx is not None and relay.worker is not None
                 pacer = relay.worker.pacers["telegram"]
@@ -286,7 +287,7 @@ async def with_limits(private: int, groups: int, channels: int) -> Result:
     ]
     lines += [("bot log", line) for line in tally.top(3, skip=("starting", "stopped", "polling", "migration"))]
     return Result(
-        2, name, f"{ratio:.3f} × the minimum, {total_429} × 429", goal, ratio <= 1.05 and total_429 == 0,
+        2, name, f"{ratio:.3f} × the minimum, {total_429} × 429", goal, ratio <= 1.03 and total_429 == 0,
         details=f"{times.elapsed:.1f} s vs {minimum:.1f} s minimum, {total_429} × 429",
         lines=lines,
         title=title,
