@@ -391,3 +391,24 @@ async def test_backend_setting_chooses_the_request() -> None:
     for transport in (default, httpx):
         for request in transport.bot._request:
             await request.shutdown()
+
+
+async def test_the_lean_send_reads_the_ids_and_refuses_an_answer_without_them(
+    server: Callable[[Handler], Awaitable[str]]
+) -> None:
+    """RelayBot.send_text (every text the transport sends) reads only the two ids of Telegram's answer."""
+    from bot.transports.telegram_bot import RelayBot
+
+    broken = {"on": False}
+
+    async def handler(request: web.Request) -> web.Response:
+        if broken["on"] and request.path.endswith("/sendMessage"):
+            return web.json_response({"ok": True, "result": True})
+        return answer(request)
+
+    root = await server(handler)
+    async with RelayBot(TOKEN, base_url=f"{root}/bot", request=AiohttpRequest(connection_pool_size=2)) as ptb_bot:
+        assert await ptb_bot.send_text({"chat_id": 5, "text": "x", "disable_notification": None}) == (5, 1)
+        broken["on"] = True
+        with pytest.raises(telegram.error.TelegramError, match="answered without a message"):
+            await ptb_bot.send_text({"chat_id": 5, "text": "x"})
