@@ -335,7 +335,8 @@ class OutboxWorker:
                 return
             # At 1,000 sends a second, a look per send would be 1,000 queries a second for one answer.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), REPORT_GAP)
+                async with asyncio.timeout(REPORT_GAP):
+                    await self._stop_requested.wait()
 
     async def _report_touched(self) -> None:
         letters, self._touched = self._touched, set()
@@ -410,10 +411,13 @@ class OutboxWorker:
             if len(self._rendered) >= RENDER_CACHE_SIZE:
                 self._rendered.clear()
             # One rendering shared by every send that asks meanwhile: a broadcast starts 128 sends at once.
-            rendering = asyncio.ensure_future(self._compose(job.letter_id, job.platform, job.language))
-            cached = self._rendered[key] = (rendering, now + RENDER_CACHE_SECONDS)
+            composing = asyncio.ensure_future(self._compose(job.letter_id, job.platform, job.language))
+            cached = self._rendered[key] = (composing, now + RENDER_CACHE_SECONDS)
+        rendering = cached[0]
+        if rendering.done() and rendering.exception() is None:
+            return broadcast.address(rendering.result(), job.letter_id, job.chat_id)
         try:
-            parts = await asyncio.shield(cached[0])  # one send stopped (a shutdown) leaves it to the others
+            parts = await asyncio.shield(rendering)  # one send stopped (a shutdown) leaves it to the others
         except Exception:
             if self._rendered.get(key) is cached:
                 del self._rendered[key]  # not ready (translating) or failed: the next send tries again
