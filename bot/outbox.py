@@ -391,7 +391,7 @@ class OutboxWorker:
         pacer = self.pacers[job.platform]
         remote_ids = list(job.remote_ids)
         for index in range(job.parts_sent, len(messages)):
-            await pacer.acquire(job.chat_id, job.kind)
+            await pacer.acquire(job.chat_id, job.kind, paid=True)  # a letter: paid where the network has that
             ref = await network.send(messages[index])
             remote_ids.append(ref.message_id)
             if index + 1 < len(messages):

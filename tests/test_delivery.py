@@ -227,6 +227,21 @@ async def test_catching_up_after_a_stall_never_crowds_a_second() -> None:
         assert max(sent) < 4 + 1.5 + 0.1, rate  # and the time lost is only the stall's
 
 
+async def test_with_paid_broadcast_everything_but_letters_keeps_the_free_rate() -> None:
+    """Telegram takes 1,000 paid broadcasts a second but still 30 of the rest: receipts and cards keep to that,
+    and waiting for it never holds back the letters."""
+    time = FakeTime()
+    pacer = Pacer(Rates(per_second=100, private_interval=0, group_interval=0, channel_interval=0,
+                        unpaid_per_second=2), clock=lambda: time.now, sleep=time.sleep)
+    for receipt in range(4):
+        await pacer.acquire(f"writer {receipt}", "private")
+    assert round(time.now, 3) == 1.5  # 2 a second, not 100
+    started = time.now
+    for letter in range(10):
+        await pacer.acquire(f"subscriber {letter}", "private", paid=True)
+    assert round(time.now - started, 3) == 0.1  # only the paid rate's spacing
+
+
 async def test_retry_after_pauses_only_that_chat() -> None:
     time = FakeTime()
     pacer = Pacer(Rates(per_second=10, private_interval=1.0, group_interval=3.0, channel_interval=3.0),

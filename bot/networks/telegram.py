@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 FREE_LIMIT, PAID_LIMIT = 30, 1000
 TELEGRAM_RATES = Rates(per_second=29.5, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
 # With allow_paid_broadcast (paid in Telegram Stars) the overall limit is 1,000 messages/s.
-TELEGRAM_PAID_RATES = Rates(per_second=980.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0)
+# Only letters to subscribers are paid broadcasts: receipts, notices and cards stay under the free limit.
+TELEGRAM_PAID_RATES = Rates(per_second=980.0, private_interval=1.0, group_interval=3.0, channel_interval=3.0,
+                            unpaid_per_second=TELEGRAM_RATES.per_second)
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{10,}$")
 # `@channelname` or a numeric chat id (`-100…` for channels and supergroups).
 _REFERENCE = re.compile(r"^(?:@\w{1,64}|-?\d{1,20})$")
