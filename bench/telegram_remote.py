@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.common import UNLIMITED, broadcast_times
-from bot.app import Relay
+from bot.app import Relay, settle_memory
 from bot.config import Settings
 from bot.pacing import Rates
 from handlers.events import UserRef
@@ -140,6 +140,7 @@ async def bot_broadcast(
     })
     relay = Relay(settings, rates={"telegram": rates} if rates else None)
     await relay.start()
+    settle_memory()  # as `python -m bot` does once started
     try:
         assert relay.ctx is not None and relay.worker is not None
         ctx, repos = relay.ctx, relay.ctx.repos
