@@ -62,8 +62,9 @@ PROGRESS_EVERY = 10.0
 RENDER_CACHE_SECONDS = 5.0
 RENDER_CACHE_SIZE = 64
 GROUP_COMMIT_GATHER = 0.005  # seconds a recorded send waits for others to share its commit (it is still in flight)
-# The reporter looks at most this often whether a broadcast is done (one query, however many sends ended).
-REPORT_GAP = 0.25
+# The reporter looks at most this often whether a broadcast is done (one query, however many sends ended): 20
+# looks a second cost nothing next to 1,000 sends, and a moderator never waits long for the final report.
+REPORT_GAP = 0.05
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,7 @@ async def test_late_timers_do_not_add_up_over_a_broadcast() -> None:
 async def test_catching_up_after_a_stall_never_crowds_a_second() -> None:
     """The loop stalls 1.5 s mid-broadcast: the sends that were due go, but never more than a second's worth in
     any second, which is how Telegram counts (30 a second, 1,000 with paid broadcast)."""
-    for rate in (29.5, 980.0):
+    for rate in (29.5, 960.0):
         sent = await paced_broadcast(Timeline(late=0.0005), rate=rate, sends=int(rate * 4), stall=(int(rate), 1.5))
         assert busiest_second(sent) <= round(rate + 0.5), rate
         assert max(sent) < 4 + 1.5 + 0.1, rate  # and the time lost is only the stall's
@@ -240,6 +240,22 @@ async def test_with_paid_broadcast_everything_but_letters_keeps_the_free_rate() 
     for letter in range(10):
         await pacer.acquire(f"subscriber {letter}", "private", paid=True)
     assert round(time.now - started, 3) == 0.1  # only the paid rate's spacing
+
+
+async def test_a_burst_of_429s_cuts_the_rate_once() -> None:
+    """429s from six chats within a third of a second are one crowded moment (the sends were already on their
+    way): the rate is cut once. Crowding again a few seconds later cuts it again."""
+    time = FakeTime()
+    pacer = Pacer(Rates(per_second=100, private_interval=1.0, group_interval=3.0, channel_interval=3.0),
+                  clock=lambda: time.now, sleep=time.sleep)
+    for chat in range(6):
+        pacer.pause(f"chat {chat}", 1)
+        time.now += 0.05
+    assert 70 <= pacer.rate < 72  # 100 × 0.7, recovering at 5/s; three cuts would be 34
+    time.now = 3.0
+    pacer.pause("chat 7", 1)
+    pacer.pause("chat 8", 1)
+    assert pacer.rate < 70 * 0.7 + 15
 
 
 async def test_retry_after_pauses_only_that_chat() -> None:
