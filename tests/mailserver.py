@@ -470,6 +470,16 @@ class MailSystem:
 
     # --- users and recipient rules ---------------------------------------------------------------------
 
+    def settings_for(self, mailbox: Mailbox) -> dict[str, str]:
+        """The bot's EMAIL_* settings for `mailbox` on this mail system (plain, on loopback: STARTTLS is offered)."""
+        return {
+            "EMAIL_ADDRESS": mailbox.address,
+            "EMAIL_IMAP_URL": f"imap://{self.imap_host}:{self.imap_port}/INBOX",
+            "EMAIL_SMTP_URL": f"smtp://{self.smtp_host}:{self.smtp_port}",
+            "EMAIL_USER": mailbox.address,
+            "EMAIL_PASSWORD": mailbox.password,
+        }
+
     def add_user(self, local: str, password: str | None = None) -> Mailbox:
         """A new account ``local@domain``; Dovecot sees it at its next lookup (it re-reads a changed file)."""
         if not re.fullmatch(r"[a-z0-9][a-z0-9._+-]*", local):  # it names the user's passwd-file and home dir
