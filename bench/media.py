@@ -104,6 +104,21 @@ def where(chat_id: Any, world: World, subscribers: set[str]) -> str:
     return "a subscriber" if chat in subscribers else f"chat {chat}"
 
 
+def letter_line(lines: list[tuple[str, str]], kind: str, progress: Progress, times: BroadcastTimes,
+                command_at: float, command: str, rate_format: str) -> float | None:
+    """One letter's broadcast as a line of the block; returns its deliveries/s (None: nothing was sent)."""
+    label = f"{kind} letter"
+    if times.elapsed is None or times.first_sent is None or times.last_sent is None or not progress.sent:
+        lines.append((label, f"{progress_text(progress)}; none recorded as sent"))
+        return None
+    rate = progress.sent / times.elapsed
+    lines.append((label, f"{progress_text(progress)}; approval → last recorded sent {times.elapsed:.2f} s = "
+                         f"{rate:{rate_format}} deliveries/s (first after {times.first_sent - times.decided_at:.3f} "
+                         f"s; from the {command} message {times.last_sent - command_at:.2f} s); "
+                         f"{retries_text(times)}"))
+    return rate
+
+
 async def one_photo_letter(subscriptions: int) -> tuple[list[tuple[str, str]], int, bool]:
     """Part 1: the block's lines, the uploads counted, and whether both broadcasts finished."""
     photo = phone_photo()
@@ -166,15 +181,10 @@ async def one_photo_letter(subscriptions: int) -> tuple[list[tuple[str, str]], i
                                            for place, count in by_place.items())))
     rates: dict[str, float] = {}
     for kind, (progress, times, command_at, most, to_subscribers) in runs.items():
-        label = f"{kind} letter"
-        if times.elapsed is None or times.first_sent is None or times.last_sent is None or not progress.sent:
-            lines.append((label, f"{progress_text(progress)}; none recorded as sent"))
+        rate = letter_line(lines, kind, progress, times, command_at, "/approve", ",.0f")
+        if rate is None:
             continue
-        rates[kind] = progress.sent / times.elapsed
-        lines.append((label, f"{progress_text(progress)}; approval → last recorded sent {times.elapsed:.2f} s = "
-                             f"{rates[kind]:,.0f} deliveries/s (first after "
-                             f"{times.first_sent - times.decided_at:.3f} s; from the /approve message "
-                             f"{times.last_sent - command_at:.2f} s); {retries_text(times)}"))
+        rates[kind] = rate
         lines.append(("", f"{to_subscribers:,} sends to subscribers, {most['calls']:,} Bot API calls in all from "
                           f"the submission on; most in flight at once: sendPhoto {most['sendPhoto']}, "
                           f"sendMessage {most['sendMessage']}"))
@@ -260,15 +270,9 @@ async def matrix_photo_letter(count: int) -> tuple[list[tuple[str, str]], int | 
                              f"events from the bot in the rooms (both letters)"))
     rates_of: dict[str, float] = {}
     for kind, (progress, times, command_at) in runs.items():
-        label = f"{kind} letter"
-        if times.elapsed is None or times.first_sent is None or times.last_sent is None or not progress.sent:
-            lines.append((label, f"{progress_text(progress)}; none recorded as sent"))
-            continue
-        rates_of[kind] = progress.sent / times.elapsed
-        lines.append((label, f"{progress_text(progress)}; approval → last recorded sent {times.elapsed:.2f} s = "
-                             f"{rates_of[kind]:,.1f} deliveries/s (first after "
-                             f"{times.first_sent - times.decided_at:.3f} s; from the !approve message "
-                             f"{times.last_sent - command_at:.2f} s); {retries_text(times)}"))
+        rate = letter_line(lines, kind, progress, times, command_at, "!approve", ",.1f")
+        if rate is not None:
+            rates_of[kind] = rate
     finished = len(rates_of) == len(runs) and all(p.sent == count for p, _, _ in runs.values())
     if len(rates_of) == len(runs):
         lines.append(("ratio", f"photo ÷ text deliveries/s: {rates_of['photo'] / rates_of['text']:.2f}"))
