@@ -7,6 +7,7 @@ so other transports and the outbox worker share the same event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import replace
 from datetime import timedelta
@@ -59,7 +60,7 @@ PLATFORM = "telegram"
 MAX_TEXT = 4096
 POLL_TIMEOUT = timedelta(seconds=25)
 NO_LINK_PREVIEW = LinkPreviewOptions(is_disabled=True)  # immutable, so one for every send
-NO_LINK_PREVIEW_JSON = '{"is_disabled": true}'  # as PTB would encode it, for the lean send (encoded once)
+NO_LINK_PREVIEW_JSON = json.dumps(NO_LINK_PREVIEW.to_dict())  # as PTB encodes it, once, for the lean send
 RENDERINGS_KEPT = 8
 
 _KINDS = {
